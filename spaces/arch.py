@@ -1,0 +1,293 @@
+"""The architecture-string grammar: decoding (string -> ArchSpec) and formatting (ArchSpec -> string).
+
+A whole network is one string of segments joined by ``-``::
+
+    stem_k3_s1_c16-ds_r1_k3_s1_e1_c16-ir_r2_k5_s2_e6_c24_se0.25_pr0.25_wb4_ab8-fire_r1_s1_q8_c32-head_c128
+
+Block segments extend timm's block strings (``ds``, ``ir``) and add SqueezeNet's ``fire``. Keys appear in
+one canonical order, so that ``format_arch(parse_arch(s)) == s`` holds for every valid string:
+
+    stem  k s c            [wb ab]
+    ds    r k s e c [se]   [pr wb ab]
+    ir    r k s e c [se]   [pr wb ab]
+    fire  r s q c          [pr wb ab]      q = squeeze channels; c = expand 1x1 + expand 3x3 channels
+    head  c                [wb ab]         c0 = no 1x1 head convolution
+
+Compression keys: ``pr`` structured pruning ratio of the stage's hidden channels, ``wb`` weight bits,
+``ab`` activation bits. Defaults (pr0, wb32, ab32, se0) are omitted when formatting. timm reads ``p`` and
+``a`` as kernel sizes and ignores unknown keys, so compression keys never reach timm (see build.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+from compactnas.errors import ArchStringError
+
+BLOCK_KINDS = ("ds", "ir", "fire")
+WEIGHT_BITS = (2, 4, 8, 32)
+ACT_BITS = (8, 32)
+_MAX_CHANNELS = 4096
+
+
+def format_number(x: float) -> str:
+    """Shortest text for a number: integers without a decimal point, others as Python's repr."""
+    if float(x).is_integer():
+        return str(int(x))
+    return repr(float(x))
+
+
+@dataclass(frozen=True, kw_only=True)
+class StemSpec:
+    kernel: int = 3
+    stride: int = 1
+    channels: int = 16
+    wbits: int = 32
+    abits: int = 32
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlockSpec:
+    """One stage: ``repeats`` blocks of one kind; only the first block strides."""
+
+    kind: str
+    repeats: int = 1
+    kernel: int = 3
+    stride: int = 1
+    expansion: float = 1.0
+    channels: int = 16
+    se: float = 0.0
+    squeeze: int = 0
+    prune: float = 0.0
+    wbits: int = 32
+    abits: int = 32
+
+    @property
+    def compressed(self) -> bool:
+        return self.prune > 0 or self.wbits < 32 or self.abits < 32
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadSpec:
+    channels: int = 0
+    wbits: int = 32
+    abits: int = 32
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArchSpec:
+    stem: StemSpec = field(default_factory=StemSpec)
+    stages: tuple[BlockSpec, ...] = ()
+    head: HeadSpec = field(default_factory=HeadSpec)
+
+    def __str__(self) -> str:
+        return format_arch(self)
+
+    @property
+    def total_stride(self) -> int:
+        s = self.stem.stride
+        for st in self.stages:
+            s *= st.stride
+        return s
+
+    @property
+    def depth(self) -> int:
+        return sum(st.repeats for st in self.stages)
+
+    def without_compression(self) -> ArchSpec:
+        """The same architecture with every pruning ratio and bit-width at its default."""
+        return replace(
+            self,
+            stem=replace(self.stem, wbits=32, abits=32),
+            stages=tuple(replace(s, prune=0.0, wbits=32, abits=32) for s in self.stages),
+            head=replace(self.head, wbits=32, abits=32),
+        )
+
+
+# Canonical key order per segment kind: (key, type, required).
+_KEYS: dict[str, tuple[tuple[str, type, bool], ...]] = {
+    "stem": (("k", int, True), ("s", int, True), ("c", int, True), ("wb", int, False), ("ab", int, False)),
+    "ds": (
+        ("r", int, True), ("k", int, True), ("s", int, True), ("e", float, True), ("c", int, True),
+        ("se", float, False), ("pr", float, False), ("wb", int, False), ("ab", int, False),
+    ),
+    "fire": (
+        ("r", int, True), ("s", int, True), ("q", int, True), ("c", int, True),
+        ("pr", float, False), ("wb", int, False), ("ab", int, False),
+    ),
+    "head": (("c", int, True), ("wb", int, False), ("ab", int, False)),
+}  # fmt: skip
+_KEYS["ir"] = _KEYS["ds"]
+_DEFAULTS = {"se": 0.0, "pr": 0.0, "wb": 32, "ab": 32}
+_TOKEN = re.compile(r"^([a-z]+)(\d+(?:\.\d+)?)$")
+
+
+def _parse_segment(seg: str, where: str) -> tuple[str, dict[str, float]]:
+    if not seg:
+        raise ArchStringError(f"empty segment {where}")
+    tokens = seg.split("_")
+    kind = tokens[0]
+    if kind not in _KEYS:
+        raise ArchStringError(
+            f"bad token '{kind}' {where}: unknown segment kind (expected one of "
+            f"{', '.join(_KEYS)})"
+        )
+    spec = _KEYS[kind]
+    order = [k for k, _, _ in spec]
+    values: dict[str, float] = {}
+    pos = 0
+    for tok in tokens[1:]:
+        m = _TOKEN.match(tok)
+        if not m:
+            raise ArchStringError(f"bad token '{tok}' in '{seg}' {where}: expected KEY followed by a number")
+        key, text = m.group(1), m.group(2)
+        if key not in order:
+            raise ArchStringError(
+                f"bad token '{tok}' in '{seg}' {where}: unknown key '{key}' for {kind} "
+                f"(keys: {' '.join(order)})"
+            )
+        idx = order.index(key)
+        if key in values:
+            raise ArchStringError(f"bad token '{tok}' in '{seg}' {where}: key '{key}' given twice")
+        if idx < pos:
+            raise ArchStringError(
+                f"bad token '{tok}' in '{seg}' {where}: keys must appear in the order {' '.join(order)}"
+            )
+        pos = idx + 1
+        typ = spec[idx][1]
+        if typ is int and "." in text:
+            raise ArchStringError(f"bad token '{tok}' in '{seg}' {where}: '{key}' takes a whole number")
+        value = typ(text)
+        if format_number(value) != text:
+            raise ArchStringError(
+                f"bad token '{tok}' in '{seg}' {where}: write it as '{key}{format_number(value)}'"
+            )
+        if key in _DEFAULTS and value == _DEFAULTS[key]:
+            raise ArchStringError(
+                f"bad token '{tok}' in '{seg}' {where}: '{tok}' is the default; leave it out"
+            )
+        values[key] = value
+    missing = [k for k, _, req in spec if req and k not in values]
+    if missing:
+        raise ArchStringError(f"segment '{seg}' {where} lacks required key(s): {' '.join(missing)}")
+    return kind, values
+
+
+def _check(cond: bool, seg: str, where: str, msg: str) -> None:
+    if not cond:
+        raise ArchStringError(f"bad value in '{seg}' {where}: {msg}")
+
+
+def _bits(v: dict, seg: str, where: str) -> tuple[int, int]:
+    wb, ab = int(v.get("wb", 32)), int(v.get("ab", 32))
+    _check(wb in WEIGHT_BITS, seg, where, f"wb{wb}: weight bits must be one of {WEIGHT_BITS}")
+    _check(ab in ACT_BITS, seg, where, f"ab{ab}: activation bits must be one of {ACT_BITS}")
+    return wb, ab
+
+
+def _channels(c: float, seg: str, where: str, key: str = "c") -> int:
+    _check(1 <= c <= _MAX_CHANNELS, seg, where, f"{key}{format_number(c)}: channels must be 1..{_MAX_CHANNELS}")
+    return int(c)
+
+
+def parse_arch(text: str) -> ArchSpec:
+    """Decode an architecture string; a malformed string raises ArchStringError naming the bad token."""
+    if not isinstance(text, str) or not text.strip():
+        raise ArchStringError("empty architecture string")
+    if text != text.strip():
+        raise ArchStringError("architecture string has leading or trailing whitespace")
+    segs = text.split("-")
+    if len(segs) < 3:
+        raise ArchStringError(
+            f"architecture string '{text}' needs a stem, at least one stage and a head, joined by '-'"
+        )
+    stem = head = None
+    stages: list[BlockSpec] = []
+    for i, seg in enumerate(segs):
+        where = f"(segment {i + 1})"
+        kind, v = _parse_segment(seg, where)
+        if i == 0:
+            if kind != "stem":
+                raise ArchStringError(f"bad token '{seg.split('_')[0]}' {where}: the first segment must be a stem")
+        elif i == len(segs) - 1:
+            if kind != "head":
+                raise ArchStringError(f"bad token '{seg.split('_')[0]}' {where}: the last segment must be a head")
+        elif kind not in BLOCK_KINDS:
+            raise ArchStringError(f"bad token '{kind}' {where}: a stage must be one of {', '.join(BLOCK_KINDS)}")
+        if kind == "stem":
+            _check(v["k"] in (1, 3, 5, 7), seg, where, "stem kernel must be 1, 3, 5 or 7")
+            _check(v["s"] in (1, 2), seg, where, "stem stride must be 1 or 2")
+            wb, ab = _bits(v, seg, where)
+            stem = StemSpec(kernel=int(v["k"]), stride=int(v["s"]), channels=_channels(v["c"], seg, where), wbits=wb, abits=ab)
+        elif kind == "head":
+            _check(0 <= v["c"] <= _MAX_CHANNELS, seg, where, "head channels must be 0..4096")
+            wb, ab = _bits(v, seg, where)
+            head = HeadSpec(channels=int(v["c"]), wbits=wb, abits=ab)
+        else:
+            _check(1 <= v["r"] <= 16, seg, where, "repeats must be 1..16")
+            _check(v["s"] in (1, 2), seg, where, "stride must be 1 or 2")
+            pr = float(v.get("pr", 0.0))
+            _check(0.0 <= pr < 1.0, seg, where, f"pr{format_number(pr)}: pruning ratio must be in [0, 1)")
+            wb, ab = _bits(v, seg, where)
+            if kind == "fire":
+                c = _channels(v["c"], seg, where)
+                _check(c >= 2 and c % 2 == 0, seg, where, "fire output channels must be even (two expand branches)")
+                stages.append(
+                    BlockSpec(kind="fire", repeats=int(v["r"]), kernel=3, stride=int(v["s"]),
+                              channels=c, squeeze=_channels(v["q"], seg, where, "q"),
+                              prune=pr, wbits=wb, abits=ab)
+                )  # fmt: skip
+            else:
+                _check(v["k"] in (1, 3, 5, 7, 9), seg, where, "kernel must be 1, 3, 5, 7 or 9")
+                _check(0 < v["e"] <= 16, seg, where, "expansion must be in (0, 16]")
+                se = float(v.get("se", 0.0))
+                _check(0.0 <= se <= 1.0, seg, where, "se ratio must be in [0, 1]")
+                _check(kind != "ds" or v["e"] == 1, seg, where, "a ds block has expansion 1 (e1)")
+                stages.append(
+                    BlockSpec(kind=kind, repeats=int(v["r"]), kernel=int(v["k"]), stride=int(v["s"]),
+                              expansion=float(v["e"]), channels=_channels(v["c"], seg, where), se=se,
+                              prune=pr, wbits=wb, abits=ab)
+                )  # fmt: skip
+    assert stem is not None and head is not None
+    return ArchSpec(stem=stem, stages=tuple(stages), head=head)
+
+
+def _compression(prune: float | None, wbits: int, abits: int) -> list[str]:
+    out = []
+    if prune:
+        out.append(f"pr{format_number(prune)}")
+    if wbits != 32:
+        out.append(f"wb{wbits}")
+    if abits != 32:
+        out.append(f"ab{abits}")
+    return out
+
+
+def format_stage(b: BlockSpec, *, compression: bool = True) -> str:
+    """One stage's segment; ``compression=False`` drops pr/wb/ab (what timm and latency tables see)."""
+    if b.kind == "fire":
+        toks = ["fire", f"r{b.repeats}", f"s{b.stride}", f"q{b.squeeze}", f"c{b.channels}"]
+    else:
+        toks = [b.kind, f"r{b.repeats}", f"k{b.kernel}", f"s{b.stride}", f"e{format_number(b.expansion)}", f"c{b.channels}"]
+        if b.se:
+            toks.append(f"se{format_number(b.se)}")
+    if compression:
+        toks += _compression(b.prune, b.wbits, b.abits)
+    return "_".join(toks)
+
+
+def format_arch(spec: ArchSpec) -> str:
+    s, h = spec.stem, spec.head
+    parts = ["_".join(["stem", f"k{s.kernel}", f"s{s.stride}", f"c{s.channels}", *_compression(None, s.wbits, s.abits)])]
+    parts += [format_stage(b) for b in spec.stages]
+    parts.append("_".join(["head", f"c{h.channels}", *_compression(None, h.wbits, h.abits)]))
+    return "-".join(parts)
+
+
+def as_spec(spec_or_string: ArchSpec | str) -> ArchSpec:
+    if isinstance(spec_or_string, ArchSpec):
+        return spec_or_string
+    if isinstance(spec_or_string, str):
+        return parse_arch(spec_or_string)
+    raise TypeError(f"expected an ArchSpec or an architecture string, got {type(spec_or_string).__name__}")

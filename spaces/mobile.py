@@ -1,0 +1,50 @@
+"""The ``mobile`` space: depthwise-separable and inverted-residual stages (MobileNetV2/V3 family)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from compactnas.spaces.arch import ArchSpec, BlockSpec, HeadSpec, StemSpec
+from compactnas.spaces.compression import sample_compression
+from compactnas.spaces.registry import register_space
+from compactnas.spaces.layout import stage_layout
+
+KERNELS = (3, 5, 7)
+EXPANSIONS = (1, 3, 4, 6)
+SE_RATIOS = (0.0, 0.25)
+DEPTHS = (1, 2, 3)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MobileSpace:
+    name: str = "mobile"
+    image_size: int = 8
+    compress: bool = False
+
+    def sample(self, trial: Any) -> ArchSpec:
+        stem_stride, strides, widths = stage_layout(self.image_size)
+        stem = StemSpec(kernel=3, stride=stem_stride, channels=trial.suggest_categorical("stem_c", (8, 16, 24)))
+        stages = []
+        for i, (stride, choices) in enumerate(zip(strides, widths, strict=True)):
+            kind = trial.suggest_categorical(f"s{i}_kind", ("ds", "ir"))
+            exp = 1 if kind == "ds" else trial.suggest_categorical(f"s{i}_e", EXPANSIONS)
+            stages.append(
+                BlockSpec(
+                    kind=kind,
+                    repeats=trial.suggest_categorical(f"s{i}_r", DEPTHS),
+                    kernel=trial.suggest_categorical(f"s{i}_k", KERNELS),
+                    stride=stride,
+                    expansion=float(exp),
+                    channels=trial.suggest_categorical(f"s{i}_c", choices),
+                    se=trial.suggest_categorical(f"s{i}_se", SE_RATIOS),
+                    **(sample_compression(trial, i) if self.compress else {}),
+                )
+            )
+        head = HeadSpec(channels=trial.suggest_categorical("head_c", (0, 64, 128)))
+        return ArchSpec(stem=stem, stages=tuple(stages), head=head)
+
+
+@register_space("mobile")
+def mobile(**kwargs: Any) -> MobileSpace:
+    return MobileSpace(**kwargs)

@@ -1,0 +1,47 @@
+"""The ``squeeze`` space: SqueezeNet fire modules (1x1 squeeze, 1x1 + 3x3 expand)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from compactnas.spaces.arch import ArchSpec, BlockSpec, HeadSpec, StemSpec
+from compactnas.spaces.compression import sample_compression
+from compactnas.spaces.layout import stage_layout
+
+from compactnas.spaces.registry import register_space
+
+SQUEEZE_RATIOS = (0.125, 0.25, 0.5)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SqueezeSpace:
+    name: str = "squeeze"
+    image_size: int = 8
+    compress: bool = False
+
+    def sample(self, trial: Any) -> ArchSpec:
+        stem_stride, strides, widths = stage_layout(self.image_size)
+        stem = StemSpec(kernel=3, stride=stem_stride, channels=trial.suggest_categorical("stem_c", (8, 16, 24)))
+        stages = []
+        for i, (stride, choices) in enumerate(zip(strides, widths, strict=True)):
+            c = trial.suggest_categorical(f"s{i}_c", tuple(w for w in choices if w % 2 == 0))
+            ratio = trial.suggest_categorical(f"s{i}_q", SQUEEZE_RATIOS)
+            stages.append(
+                BlockSpec(
+                    kind="fire",
+                    repeats=trial.suggest_categorical(f"s{i}_r", (1, 2)),
+                    stride=stride,
+                    channels=c,
+                    squeeze=max(4, round(c * ratio)),
+                    kernel=3,
+                    **(sample_compression(trial, i) if self.compress else {}),
+                )
+            )
+        head = HeadSpec(channels=trial.suggest_categorical("head_c", (0, 64, 128)))
+        return ArchSpec(stem=stem, stages=tuple(stages), head=head)
+
+
+@register_space("squeeze")
+def squeeze(**kwargs: Any) -> SqueezeSpace:
+    return SqueezeSpace(**kwargs)
