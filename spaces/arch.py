@@ -13,7 +13,8 @@ one canonical order, so that ``format_arch(parse_arch(s)) == s`` holds for every
     fire  r s q c          [pr wb ab]      q = squeeze channels; c = expand 1x1 + expand 3x3 channels
     head  c                [wb ab]         c0 = no 1x1 head convolution
 
-Compression keys: ``pr`` structured pruning ratio of the stage's hidden channels, ``wb`` weight bits,
+Compression keys: ``pr`` structured pruning ratio of the stage's hidden channels (an ir block's expanded
+channels, a fire block's squeeze channels; ds blocks have none), ``wb`` weight bits,
 ``ab`` activation bits. Defaults (pr0, wb32, ab32, se0) are omitted when formatting. timm reads ``p`` and
 ``a`` as kernel sizes and ignores unknown keys, so compression keys never reach timm (see build.py).
 """
@@ -244,6 +245,7 @@ def parse_arch(text: str) -> ArchSpec:
                 se = float(v.get("se", 0.0))
                 _check(0.0 <= se <= 1.0, seg, where, "se ratio must be in [0, 1]")
                 _check(kind != "ds" or v["e"] == 1, seg, where, "a ds block has expansion 1 (e1)")
+                _check(kind != "ds" or pr == 0, seg, where, "a ds block has no hidden channels to prune (pr)")
                 stages.append(
                     BlockSpec(kind=kind, repeats=int(v["r"]), kernel=int(v["k"]), stride=int(v["s"]),
                               expansion=float(v["e"]), channels=_channels(v["c"], seg, where), se=se,

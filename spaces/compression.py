@@ -9,9 +9,10 @@ WEIGHT_BITS = (2, 4, 8, 32)
 ACT_BITS = (8, 32)
 
 
-def sample_compression(trial: Any, stage: int) -> dict[str, Any]:
+def sample_compression(trial: Any, stage: int, *, prunable: bool = True) -> dict[str, Any]:
+    """Pruning ratio (only for stages with hidden channels) and weight/activation bit-widths."""
     return {
-        "prune": trial.suggest_categorical(f"s{stage}_pr", PRUNE_RATIOS),
+        "prune": trial.suggest_categorical(f"s{stage}_pr", PRUNE_RATIOS) if prunable else 0.0,
         "wbits": trial.suggest_categorical(f"s{stage}_wb", WEIGHT_BITS),
         "abits": trial.suggest_categorical(f"s{stage}_ab", ACT_BITS),
     }

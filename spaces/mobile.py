@@ -38,7 +38,7 @@ class MobileSpace:
                     expansion=float(exp),
                     channels=trial.suggest_categorical(f"s{i}_c", choices),
                     se=trial.suggest_categorical(f"s{i}_se", SE_RATIOS),
-                    **(sample_compression(trial, i) if self.compress else {}),
+                    **(sample_compression(trial, i, prunable=kind == "ir") if self.compress else {}),
                 )
             )
         head = HeadSpec(channels=trial.suggest_categorical("head_c", (0, 64, 128)))

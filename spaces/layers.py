@@ -1,0 +1,194 @@
+"""The layers an ArchSpec builds, with shapes, parameters and MACs, computed without building it.
+
+This is the single statement of what a string promises: device latency models, energy, memory and size
+read it, and pruned models are checked against it. Pruning (``pr``) removes ``round(pr * hidden)`` of a
+block's hidden channels: an ir block's expanded channels (timm's ``make_divisible(in * e)``), a fire
+block's squeeze channels. Batch-norm layers are listed with the convolution they follow (deployment
+folds them into it) and counted in ``params`` as their affine weight and bias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compactnas.spaces.arch import ArchSpec, BlockSpec, as_spec
+
+
+@dataclass(frozen=True, kw_only=True)
+class Layer:
+    """One operator. ``op`` is conv, dwconv, linear, pool, gap, add or mul (SE gating)."""
+
+    name: str
+    op: str
+    cin: int
+    cout: int
+    kernel: int = 1
+    stride: int = 1
+    groups: int = 1
+    hin: int = 1
+    win: int = 1
+    hout: int = 1
+    wout: int = 1
+    weights: int = 0  # weight elements (quantized to wbits)
+    extra_params: int = 0  # biases and batch-norm affine parameters (kept in 32 bits)
+    wbits: int = 32
+    abits: int = 32
+    stage: int = -1  # -1 stem, -2 head/classifier
+
+    @property
+    def params(self) -> int:
+        return self.weights + self.extra_params
+
+    @property
+    def macs(self) -> int:
+        if self.op in ("conv", "dwconv"):
+            return self.cout * (self.cin // self.groups) * self.kernel * self.kernel * self.hout * self.wout
+        if self.op == "linear":
+            return self.cin * self.cout
+        return 0
+
+    @property
+    def input_elems(self) -> int:
+        return self.cin * self.hin * self.win
+
+    @property
+    def output_elems(self) -> int:
+        return self.cout * self.hout * self.wout
+
+    @property
+    def weight_bytes(self) -> float:
+        return self.weights * self.wbits / 8 + self.extra_params * 4
+
+
+def make_divisible(v: float, divisor: int = 8, round_limit: float = 0.9) -> int:
+    """timm's channel rounding for an inverted residual's expanded channels (timm.layers.make_divisible)."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    if new_v < round_limit * v:
+        new_v += divisor
+    return new_v
+
+
+def _out(h: int, k: int, s: int) -> int:
+    pad = ((s - 1) + (k - 1)) // 2
+    return (h + 2 * pad - k) // s + 1
+
+
+def pruned(hidden: int, ratio: float) -> int:
+    return max(1, hidden - int(round(ratio * hidden)))
+
+
+def hidden_channels(block: BlockSpec, in_chs: int) -> tuple[int, int]:
+    """(dense, after pruning) hidden channels of one block of a stage with input ``in_chs``."""
+    if block.kind == "ir":
+        dense = make_divisible(in_chs * block.expansion)
+    elif block.kind == "fire":
+        dense = block.squeeze
+    else:
+        dense = in_chs
+    return dense, (pruned(dense, block.prune) if block.kind != "ds" else dense)
+
+
+def _conv(name, cin, cout, k, s, h, w, *, groups=1, bn=True, bias=False, wb=32, ab=32, stage=-1) -> Layer:
+    ho, wo = _out(h, k, s), _out(w, k, s)
+    extra = (2 * cout if bn else 0) + (cout if bias else 0)
+    return Layer(
+        name=name, op="dwconv" if groups > 1 and groups == cin else "conv", cin=cin, cout=cout, kernel=k,
+        stride=s, groups=groups, hin=h, win=w, hout=ho, wout=wo, weights=cout * (cin // groups) * k * k,
+        extra_params=extra, wbits=wb, abits=ab, stage=stage,
+    )  # fmt: skip
+
+
+def _block_layers(b: BlockSpec, i: int, j: int, cin: int, stride: int, h: int, w: int) -> list[Layer]:
+    wb, ab, st = b.wbits, b.abits, i
+    p = f"stages.{i}.{j}"
+    out: list[Layer] = []
+    _, hid = hidden_channels(b, cin)
+    if b.kind == "fire":
+        if stride > 1:
+            out.append(Layer(name=f"{p}.pool", op="pool", cin=cin, cout=cin, kernel=3, stride=stride,
+                             hin=h, win=w, hout=_out(h, 3, stride), wout=_out(w, 3, stride), wbits=wb, abits=ab, stage=st))  # fmt: skip
+            h, w = _out(h, 3, stride), _out(w, 3, stride)
+        out.append(_conv(f"{p}.squeeze", cin, hid, 1, 1, h, w, wb=wb, ab=ab, stage=st))
+        e1 = b.channels // 2
+        out.append(_conv(f"{p}.expand1x1", hid, e1, 1, 1, h, w, wb=wb, ab=ab, stage=st))
+        out.append(_conv(f"{p}.expand3x3", hid, b.channels - e1, 3, 1, h, w, wb=wb, ab=ab, stage=st))
+        if cin == b.channels and stride == 1:
+            out.append(Layer(name=f"{p}.add", op="add", cin=cin, cout=cin, hin=h, win=w, hout=h, wout=w, wbits=wb, abits=ab, stage=st))  # fmt: skip
+        return out
+    dw_ch = hid if b.kind == "ir" else cin
+    if b.kind == "ir":
+        out.append(_conv(f"{p}.conv_pw", cin, hid, 1, 1, h, w, wb=wb, ab=ab, stage=st))
+    dw = _conv(f"{p}.conv_dw", dw_ch, dw_ch, b.kernel, stride, h, w, groups=dw_ch, wb=wb, ab=ab, stage=st)
+    out.append(dw)
+    h, w = dw.hout, dw.wout
+    if b.se:
+        rd = round(make_divisible(cin * b.expansion) * (b.se / b.expansion)) if b.kind == "ir" else round(cin * b.se)
+        out.append(Layer(name=f"{p}.se.pool", op="gap", cin=dw_ch, cout=dw_ch, hin=h, win=w, wbits=wb, abits=ab, stage=st))  # fmt: skip
+        out.append(_conv(f"{p}.se.conv_reduce", dw_ch, rd, 1, 1, 1, 1, bn=False, bias=True, wb=wb, ab=ab, stage=st))
+        out.append(_conv(f"{p}.se.conv_expand", rd, dw_ch, 1, 1, 1, 1, bn=False, bias=True, wb=wb, ab=ab, stage=st))
+        out.append(Layer(name=f"{p}.se.mul", op="mul", cin=dw_ch, cout=dw_ch, hin=h, win=w, hout=h, wout=w, wbits=wb, abits=ab, stage=st))  # fmt: skip
+    name = "conv_pwl" if b.kind == "ir" else "conv_pw"
+    out.append(_conv(f"{p}.{name}", dw_ch, b.channels, 1, 1, h, w, wb=wb, ab=ab, stage=st))
+    if cin == b.channels and stride == 1:
+        out.append(Layer(name=f"{p}.add", op="add", cin=cin, cout=cin, hin=h, win=w, hout=h, wout=w, wbits=wb, abits=ab, stage=st))  # fmt: skip
+    return out
+
+
+def block_inputs(spec: ArchSpec, input_shape: tuple[int, int, int]) -> list[tuple[int, int, int, BlockSpec, int]]:
+    """For each single block of each stage: (in_chs, h, w, block with r1 and its own stride, stage index).
+
+    These are the units a per-block latency table is keyed on.
+    """
+    from dataclasses import replace
+
+    spec = as_spec(spec)
+    c, h, w = input_shape
+    h, w = _out(h, spec.stem.kernel, spec.stem.stride), _out(w, spec.stem.kernel, spec.stem.stride)
+    c = spec.stem.channels
+    units = []
+    for i, b in enumerate(spec.stages):
+        for j in range(b.repeats):
+            s = b.stride if j == 0 else 1
+            units.append((c, h, w, replace(b, repeats=1, stride=s), i))
+            h, w = _out(h, b.kernel if b.kind != "fire" else 3, s), _out(w, b.kernel if b.kind != "fire" else 3, s)
+            c = b.channels
+    return units
+
+
+def arch_layers(spec: ArchSpec | str, input_shape: tuple[int, int, int], num_classes: int) -> list[Layer]:
+    """Every operator of the network for one input of shape (channels, height, width)."""
+    spec = as_spec(spec)
+    cin, h, w = input_shape
+    s = spec.stem
+    layers = [_conv("stem", cin, s.channels, s.kernel, s.stride, h, w, wb=s.wbits, ab=s.abits, stage=-1)]
+    h, w, c = layers[0].hout, layers[0].wout, s.channels
+    for i, b in enumerate(spec.stages):
+        for j in range(b.repeats):
+            stride = b.stride if j == 0 else 1
+            bl = _block_layers(b, i, j, c, stride, h, w)
+            layers += bl
+            last = bl[-1]
+            h, w, c = last.hout, last.wout, b.channels
+    hd = spec.head
+    if hd.channels:
+        layers.append(_conv("head", c, hd.channels, 1, 1, h, w, wb=hd.wbits, ab=hd.abits, stage=-2))
+        c = hd.channels
+    layers.append(Layer(name="pool", op="gap", cin=c, cout=c, hin=h, win=w, wbits=hd.wbits, abits=hd.abits, stage=-2))  # fmt: skip
+    layers.append(
+        Layer(name="classifier", op="linear", cin=c, cout=num_classes, weights=c * num_classes,
+              extra_params=num_classes, wbits=hd.wbits, abits=hd.abits, stage=-2)
+    )  # fmt: skip
+    return layers
+
+
+def count_params(spec: ArchSpec | str, input_shape: tuple[int, int, int], num_classes: int) -> int:
+    return sum(layer.params for layer in arch_layers(spec, input_shape, num_classes))
+
+
+def size_bytes(spec: ArchSpec | str, input_shape: tuple[int, int, int], num_classes: int) -> int:
+    """Deployed weight size: conv/linear weights at their bit-width, biases and BN in 32 bits."""
+    return int(round(sum(layer.weight_bytes for layer in arch_layers(spec, input_shape, num_classes))))
+
+
+def count_macs(spec: ArchSpec | str, input_shape: tuple[int, int, int], num_classes: int) -> int:
+    return sum(layer.macs for layer in arch_layers(spec, input_shape, num_classes))
