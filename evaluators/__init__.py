@@ -1,0 +1,51 @@
+"""Training, distillation, pruning, quantization and counting. No Optuna or Ray here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from compactnas.errors import RegistryError
+from compactnas.evaluators.counting import count_macs, count_parameters
+from compactnas.evaluators.latency import measure_latency_ms
+from compactnas.evaluators.proxy import Evaluator, ProxyEvaluator
+from compactnas.evaluators.train import TrainConfig, accuracy, train
+
+_EVALUATORS: dict[str, Callable[..., Evaluator]] = {"proxy": ProxyEvaluator}
+
+
+def register_evaluator(name: str) -> Callable:
+    def deco(factory: Callable[..., Evaluator]) -> Callable[..., Evaluator]:
+        if name in _EVALUATORS:
+            raise ValueError(f"evaluator '{name}' is already registered")
+        _EVALUATORS[name] = factory
+        return factory
+
+    return deco
+
+
+def list_evaluators() -> list[str]:
+    return sorted(_EVALUATORS)
+
+
+def create_evaluator(evaluator: str | Evaluator, **kwargs: Any) -> Evaluator:
+    if not isinstance(evaluator, str):
+        return evaluator
+    if evaluator not in _EVALUATORS:
+        raise RegistryError(f"unknown evaluator '{evaluator}' (known: {', '.join(list_evaluators())})")
+    return _EVALUATORS[evaluator](**kwargs)
+
+
+__all__ = [
+    "Evaluator",
+    "ProxyEvaluator",
+    "TrainConfig",
+    "accuracy",
+    "count_macs",
+    "count_parameters",
+    "create_evaluator",
+    "list_evaluators",
+    "measure_latency_ms",
+    "register_evaluator",
+    "train",
+]

@@ -1,0 +1,198 @@
+"""The ``compactnas`` command. Every error a user can cause ends in one line on stderr and status 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from compactnas.errors import CompactnasError, ConfigError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not usage + message
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _search_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "search",
+        help="run (or resume) an architecture search",
+        description="Search architectures (and compression) for accuracy, latency and size. "
+        "Settings come from --config FILE.yaml, then from flags, which win.",
+    )
+    S = argparse.SUPPRESS
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML file with any of the settings below (flags win)")
+    g = p.add_argument_group("what to search")
+    g.add_argument("--space", default=S, help="search space: mobile (default) or squeeze")
+    g.add_argument("--data", default=S, help="digits (default), npz:PATH, folder:PATH or cifar10:PATH")
+    g.add_argument("--resize", type=int, default=S, metavar="PIXELS", help="resize images to PIXELS x PIXELS")
+    g.add_argument("--compress", action="store_true", default=S, help="also search pruning ratios and bit-widths")
+    g = p.add_argument_group("how to score and search")
+    g.add_argument(
+        "--objectives", default=S, help="comma-separated: accuracy,latency,size (default), params, macs, energy, sram"
+    )
+    g.add_argument("--trials", type=int, default=S, help="number of candidates (default 30)")
+    g.add_argument("--sampler", default=S, help="nsga2 (default), tpe or random")
+    g.add_argument("--population", type=int, default=S, help="NSGA-II population size (default 8)")
+    g.add_argument("--seed", type=int, default=S, help="seed for data split, sampler and training (default 0)")
+    g.add_argument("--device", default=S, help="target device profile (default: latency measured on this host)")
+    g.add_argument("--max-latency-ms", type=float, default=S, help="reject candidates slower than this, untrained")
+    g.add_argument("--max-size-kb", type=float, default=S, help="reject candidates larger than this, untrained")
+    g.add_argument("--max-params", type=int, default=S, help="reject candidates with more parameters, untrained")
+    g = p.add_argument_group("proxy training")
+    g.add_argument("--epochs", type=int, default=S, help="training epochs per candidate (default 15)")
+    g.add_argument("--batch-size", type=int, default=S, help="batch size (default 64)")
+    g.add_argument("--lr", type=float, default=S, help="peak learning rate (default 0.005)")
+    g.add_argument("--optimizer", default=S, help="adamw (default) or sgd")
+    g.add_argument("--threads", type=int, default=S, help="torch threads for training (default 1)")
+    g = p.add_argument_group("output and tracking")
+    g.add_argument("--out", default=S, help="output folder (default runs/search)")
+    g.add_argument("--study-name", default=S, help="Optuna study name (default compactnas)")
+    g.add_argument("--resume", action="store_true", default=S, help="continue the study already in --out")
+    g.add_argument("--tracking-uri", default=S, help="MLflow tracking URI (default: SQLite file in --out)")
+    g.add_argument("--experiment", default=S, help="MLflow experiment name (default compactnas)")
+    g.add_argument("--backend", default=S, help="local (default) or ray")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_search)
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from compactnas.search.config import config_from_mapping, load_config_file
+    from compactnas.search.study import run_search
+
+    values: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    skip = {"config", "quiet", "func", "command"}
+    values.update({k: v for k, v in vars(args).items() if k not in skip})
+    cfg = config_from_mapping(values, source="flags")
+    result = run_search(cfg, quiet=args.quiet)
+    s = result.summary
+    print(
+        f"{s['n_complete']} complete, {s['n_failed']} failed, {s['n_infeasible']} infeasible of "
+        f"{s['n_trials']} trials; hypervolume {s['hypervolume']:.4f}; results in {result.out_dir}"
+    )
+    print_front(s)
+    return 0
+
+
+def print_front(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Pareto front ({len(summary['pareto'])} models)")
+    cols = [
+        ("trial", "trial", "{}"), ("accuracy", "val acc", "{:.4f}"), ("test_accuracy", "test acc", "{:.4f}"),
+        ("latency_ms", "latency ms", "{:.4f}"), ("size_bytes", "size KB", None), ("params", "params", "{}"),
+        ("macs", "MACs", "{}"), ("energy_mj", "energy mJ", "{:.4f}"), ("peak_sram_kb", "SRAM KB", "{:.1f}"),
+        ("arch", "architecture", "{}"),
+    ]  # fmt: skip
+    present = [c for c in cols if any(c[0] in r for r in summary["pareto"])]
+    for _, title, _ in present:
+        table.add_column(title, overflow="fold")
+    for r in summary["pareto"]:
+        cells = []
+        for key, _, fmt in present:
+            v = r.get(key)
+            if v is None:
+                cells.append("")
+            elif key == "size_bytes":
+                cells.append(f"{v / 1024:.1f}")
+            else:
+                cells.append(fmt.format(v))
+        table.add_row(*cells)
+    Console(width=max(160, Console().width)).print(table)
+
+
+def _show_parser(sub: Any) -> None:
+    p = sub.add_parser("show", help="print a search's Pareto front", description="Print the front of a search.")
+    p.add_argument("out", help="the search's output folder")
+    p.add_argument("--json", action="store_true", help="print summary.json instead of a table")
+    p.set_defaults(func=_cmd_show)
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    import json
+
+    from compactnas.search.results import load_summary
+
+    s = load_summary(Path(args.out))
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    print(f"{s['n_complete']} complete, {s['n_failed']} failed of {s['n_trials']} trials; hypervolume {s['hypervolume']:.4f}")
+    print_front(s)
+    return 0
+
+
+def _ui_parser(sub: Any) -> None:
+    p = sub.add_parser("ui", help="open the MLflow UI on a search's tracking store")
+    p.add_argument("out", help="the search's output folder")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=_cmd_ui)
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    out = Path(args.out).expanduser().resolve()
+    db = out / "mlflow.db"
+    if not db.is_file():
+        raise ConfigError(f"{out} holds no MLflow store (no mlflow.db); was it searched with --tracking-uri?")
+    cmd = [
+        sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}",
+        "--default-artifact-root", (out / "mlartifacts").as_uri(), "--host", args.host, "--port", str(args.port),
+    ]  # fmt: skip
+    print(f"MLflow UI for {out} at http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from compactnas import __version__
+
+    parser = _Parser(
+        prog="compactnas",
+        description="Neural-architecture search for compact models: architecture and compression searched "
+        "jointly for accuracy, device latency and size.",
+    )
+    parser.add_argument("--version", action="version", version=f"compactnas {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _search_parser(sub)
+    _show_parser(sub)
+    _ui_parser(sub)
+    for module in _EXTENSIONS:
+        try:
+            mod = __import__(module, fromlist=["add_parser"])
+        except ImportError as e:
+            if e.name and e.name.startswith("compactnas"):
+                continue
+            raise
+        mod.add_parser(sub)
+    return parser
+
+
+# Subcommands that live beside the code they drive; each module has add_parser(subparsers).
+_EXTENSIONS = ("compactnas.hw_profiles.cli",)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except CompactnasError as e:
+        print(f"compactnas: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("compactnas: interrupted; completed trials are saved (continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""The device-profile format: one JSON document per device, checked field by field.
+
+A profile is either analytic (``"model": "roofline"``: peak throughput per precision, bandwidth, per-layer
+overhead, op-kind efficiencies) or measured (``"model": "table"``: milliseconds per network unit, timed on
+one host). Both may carry memory limits and energy figures. Every number needs a citation in ``sources``
+(the field's own path or one of its parents), so a reader can tell a datasheet figure from an estimate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from compactnas.errors import ConfigError
+
+KINDS = ("cpu", "gpu", "mcu", "npu")
+MODELS = ("roofline", "table")
+PRECISIONS = ("int4", "int8", "fp16", "fp32")  # lowest first: the fallback order
+OP_KINDS = ("conv", "dwconv", "linear")
+BACKENDS = ("torch", "onnxruntime")
+_MEMORY_KEYS = ("sram_kb", "flash_kb", "runtime_sram_kb", "code_flash_kb")
+_TOP_KEYS = {
+    "name", "kind", "model", "version", "description", "throughput", "bandwidth", "layer_overhead_ms",
+    "network_overhead_ms", "efficiency", "memory", "energy", "sources", "table", "measurement",
+    "calibrated_from",
+}  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryLimits:
+    """Microcontroller memory: limits and the fixed share the runtime itself takes."""
+
+    sram_kb: float
+    flash_kb: float
+    runtime_sram_kb: float = 0.0  # interpreter arena bookkeeping, stack, I/O buffers
+    code_flash_kb: float = 0.0  # inference runtime and kernels
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnergyCost:
+    mac_pj: float
+    byte_pj: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measurement:
+    """How a lookup table was measured, so a reader can judge whether it applies to their host."""
+
+    backend: str
+    threads: int
+    host: str
+    torch: str
+    space: str
+    image_size: int
+    in_chans: int
+    num_classes: int
+    enumeration: str
+    onnxruntime: str = ""
+    repeats: int = 1
+    min_run_time_s: float = 0.0
+    unit_overhead_ms: float = 0.0  # added once per unit: per-call cost the unit timings miss or double count
+    fit_seed: int = 0
+    fit_archs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceProfile:
+    name: str
+    kind: str
+    model: str = "roofline"
+    version: int = 1
+    description: str = ""
+    throughput: Mapping[str, float] = field(default_factory=dict)  # MAC/s per supported precision
+    bandwidth: float = 0.0  # bytes/s
+    layer_overhead_ms: float = 0.0
+    network_overhead_ms: float = 0.0
+    efficiency: Mapping[str, float] = field(default_factory=dict)  # fraction of peak per op kind
+    memory: MemoryLimits | None = None
+    energy: Mapping[str, EnergyCost] | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)
+    table: Mapping[str, float] | None = None
+    measurement: Measurement | None = None
+    calibrated_from: str | None = None
+
+    def supported(self, precision: str) -> str:
+        """The precision a layer actually runs at: the requested one or the next higher supported one."""
+        for p in PRECISIONS[PRECISIONS.index(precision) :]:
+            if p in self.throughput:
+                return p
+        return "fp32"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "model": self.model,
+            "version": self.version,
+        }
+        if self.description:
+            out["description"] = self.description
+        if self.throughput:
+            out["throughput"] = dict(self.throughput)
+        if self.bandwidth:
+            out["bandwidth"] = self.bandwidth
+        if self.model == "roofline" or self.layer_overhead_ms:
+            out["layer_overhead_ms"] = self.layer_overhead_ms
+        out["network_overhead_ms"] = self.network_overhead_ms
+        if self.efficiency:
+            out["efficiency"] = dict(self.efficiency)
+        if self.memory is not None:
+            out["memory"] = {k: getattr(self.memory, k) for k in _MEMORY_KEYS}
+        if self.energy is not None:
+            out["energy"] = {p: {"mac_pj": e.mac_pj, "byte_pj": e.byte_pj} for p, e in self.energy.items()}
+        if self.measurement is not None:
+            m = self.measurement
+            out["measurement"] = {
+                k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(m).items()
+            }
+        if self.calibrated_from:
+            out["calibrated_from"] = self.calibrated_from
+        out["sources"] = dict(self.sources)
+        if self.table is not None:
+            out["table"] = dict(sorted(self.table.items()))
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+class _Checker:
+    """Collects nothing: the first bad field raises, naming the field and the profile it came from."""
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def fail(self, path: str, msg: str) -> NoReturn:
+        raise ConfigError(f"profile '{self.label}': field '{path}' {msg}")
+
+    def mapping(self, doc: Mapping, path: str) -> Mapping:
+        if not isinstance(doc, Mapping):
+            self.fail(path, "must be a JSON object")
+        return doc
+
+    def text(self, doc: Mapping, key: str, path: str, *, required: bool = True, default: str = "") -> str:
+        if key not in doc:
+            if required:
+                self.fail(path, "is missing")
+            return default
+        if not isinstance(doc[key], str) or (required and not doc[key].strip()):
+            self.fail(path, "must be a non-empty string")
+        return doc[key]
+
+    def number(
+        self, doc: Mapping, key: str, path: str, *, required: bool = True, default: float = 0.0,
+        positive: bool = False, at_most: float | None = None,
+    ) -> float:  # fmt: skip
+        if key not in doc:
+            if required:
+                self.fail(path, "is missing")
+            return default
+        v = doc[key]
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (v > 0 if positive else v >= 0) and (at_most is None or v <= at_most)
+        if not ok:
+            if positive:
+                self.fail(path, "must be a positive number")
+            self.fail(path, f"must be a non-negative number{f' <= {at_most}' if at_most else ''}")
+        return float(v)
+
+    def signed(self, doc: Mapping, key: str, path: str) -> float:
+        v = doc.get(key, 0.0)
+        if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
+            self.fail(path, "must be a finite number")
+        return float(v)
+
+    def integer(self, doc: Mapping, key: str, path: str, *, required: bool = True, minimum: int = 0) -> int:
+        if key not in doc and not required:
+            return minimum
+        v = doc.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+            self.fail(path, f"must be a whole number >= {minimum}")
+        return int(v)
+
+    def choice(self, doc: Mapping, key: str, path: str, choices: tuple[str, ...], default: str | None = None) -> str:
+        if key not in doc and default is not None:
+            return default
+        v = doc.get(key)
+        if v not in choices:
+            self.fail(path, f"must be one of {', '.join(choices)} (got {v!r})")
+        return v
+
+    def unknown(self, doc: Mapping, allowed: set[str] | tuple[str, ...], prefix: str) -> None:
+        for k in doc:
+            if k not in allowed:
+                self.fail(f"{prefix}{k}", f"is not a known field (known: {', '.join(sorted(allowed))})")
+
+
+def _numeric_paths(doc: Any, prefix: str = "") -> list[str]:
+    if isinstance(doc, Mapping):
+        return [p for k, v in doc.items() for p in _numeric_paths(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(doc, int | float) and not isinstance(doc, bool):
+        return [prefix]
+    return []
+
+
+def profile_from_dict(doc: Any, *, label: str) -> DeviceProfile:
+    """Check a parsed profile document and build the DeviceProfile; the first bad field raises ConfigError."""
+    c = _Checker(label)
+    c.mapping(doc, "<root>")
+    c.unknown(doc, _TOP_KEYS, "")
+    name = c.text(doc, "name", "name")
+    kind = c.choice(doc, "kind", "kind", KINDS)
+    model = c.choice(doc, "model", "model", MODELS, default="roofline")
+    version = c.integer(doc, "version", "version", required=False, minimum=1)
+
+    throughput: dict[str, float] = {}
+    if model == "roofline" or "throughput" in doc:
+        tp = c.mapping(doc.get("throughput"), "throughput") if "throughput" in doc else c.fail("throughput", "is missing")
+        c.unknown(tp, PRECISIONS, "throughput.")
+        for p in PRECISIONS:
+            if p in tp:
+                throughput[p] = c.number(tp, p, f"throughput.{p}", positive=True)
+        if model == "roofline" and "fp32" not in throughput:
+            # Every layer must have somewhere to fall back to; a device without an FPU states its emulated rate.
+            c.fail("throughput.fp32", "is missing (give the emulated rate if the device has no FPU)")
+    bandwidth = c.number(doc, "bandwidth", "bandwidth", required=model == "roofline", positive=True) if (
+        model == "roofline" or "bandwidth" in doc) else 0.0  # fmt: skip
+
+    efficiency: dict[str, float] = {}
+    if "efficiency" in doc:
+        eff = c.mapping(doc["efficiency"], "efficiency")
+        c.unknown(eff, OP_KINDS, "efficiency.")
+        for k in OP_KINDS:
+            if k in eff:
+                efficiency[k] = c.number(eff, k, f"efficiency.{k}", positive=True, at_most=1.0)
+
+    memory = None
+    if "memory" in doc:
+        mem = c.mapping(doc["memory"], "memory")
+        c.unknown(mem, _MEMORY_KEYS, "memory.")
+        memory = MemoryLimits(
+            sram_kb=c.number(mem, "sram_kb", "memory.sram_kb", positive=True),
+            flash_kb=c.number(mem, "flash_kb", "memory.flash_kb", positive=True),
+            runtime_sram_kb=c.number(mem, "runtime_sram_kb", "memory.runtime_sram_kb", required=False),
+            code_flash_kb=c.number(mem, "code_flash_kb", "memory.code_flash_kb", required=False),
+        )
+
+    energy = None
+    if "energy" in doc:
+        en = c.mapping(doc["energy"], "energy")
+        c.unknown(en, PRECISIONS, "energy.")
+        energy = {}
+        for p, v in en.items():
+            c.mapping(v, f"energy.{p}")
+            c.unknown(v, ("mac_pj", "byte_pj"), f"energy.{p}.")
+            energy[p] = EnergyCost(
+                mac_pj=c.number(v, "mac_pj", f"energy.{p}.mac_pj", positive=True),
+                byte_pj=c.number(v, "byte_pj", f"energy.{p}.byte_pj"),
+            )
+        if "fp32" not in energy:
+            c.fail("energy.fp32", "is missing (energy figures need at least the fp32 costs to fall back to)")
+
+    table = None
+    measurement = None
+    if model == "table":
+        tb = c.mapping(doc.get("table"), "table") if "table" in doc else c.fail("table", "is missing")
+        table = {}
+        for k in tb:
+            if not isinstance(k, str) or "@" not in k:
+                c.fail(f"table.{k}", "must be keyed 'SEGMENT@CxHxW'")
+            table[k] = c.number(tb, k, f"table.{k}", positive=True)
+        ms = c.mapping(doc.get("measurement"), "measurement") if "measurement" in doc else c.fail(
+            "measurement", "is missing (a table needs to say how it was measured)")  # fmt: skip
+        allowed = set(Measurement.__dataclass_fields__)
+        c.unknown(ms, allowed, "measurement.")
+        fit_archs = ms.get("fit_archs", [])
+        if not isinstance(fit_archs, list) or not all(isinstance(a, str) for a in fit_archs):
+            c.fail("measurement.fit_archs", "must be a list of architecture strings")
+        measurement = Measurement(
+            backend=c.choice(ms, "backend", "measurement.backend", BACKENDS),
+            threads=c.integer(ms, "threads", "measurement.threads", minimum=1),
+            host=c.text(ms, "host", "measurement.host"),
+            torch=c.text(ms, "torch", "measurement.torch"),
+            onnxruntime=c.text(ms, "onnxruntime", "measurement.onnxruntime", required=False),
+            space=c.text(ms, "space", "measurement.space"),
+            image_size=c.integer(ms, "image_size", "measurement.image_size", minimum=1),
+            in_chans=c.integer(ms, "in_chans", "measurement.in_chans", minimum=1),
+            num_classes=c.integer(ms, "num_classes", "measurement.num_classes", minimum=1),
+            enumeration=c.text(ms, "enumeration", "measurement.enumeration"),
+            repeats=c.integer(ms, "repeats", "measurement.repeats", required=False, minimum=1),
+            min_run_time_s=c.number(ms, "min_run_time_s", "measurement.min_run_time_s", required=False),
+            unit_overhead_ms=c.signed(ms, "unit_overhead_ms", "measurement.unit_overhead_ms"),
+            fit_seed=c.integer(ms, "fit_seed", "measurement.fit_seed", required=False, minimum=0),
+            fit_archs=tuple(fit_archs),
+        )
+
+    sources = c.mapping(doc.get("sources"), "sources") if "sources" in doc else c.fail("sources", "is missing")
+    for k, v in sources.items():
+        if not isinstance(v, str) or not v.strip():
+            c.fail(f"sources.{k}", "must be a non-empty citation string")
+    # Every number needs a citation, its own or a parent's; the table's entries are covered by 'table'.
+    cited = {k for k in doc if k not in ("sources", "table", "measurement", "version")}
+    for path in _numeric_paths({k: doc[k] for k in cited}):
+        parts = path.split(".")
+        if not any(".".join(parts[:i]) in sources for i in range(1, len(parts) + 1)):
+            c.fail(path, "has no citation in 'sources' (add sources['%s'])" % path)
+    if model == "table" and "table" not in sources:
+        c.fail("table", "has no citation in 'sources' (say what was measured and how)")
+
+    return DeviceProfile(
+        name=name,
+        kind=kind,
+        model=model,
+        version=version,
+        description=c.text(doc, "description", "description", required=False),
+        throughput=throughput,
+        bandwidth=bandwidth,
+        layer_overhead_ms=c.number(doc, "layer_overhead_ms", "layer_overhead_ms", required=model == "roofline"),
+        network_overhead_ms=c.signed(doc, "network_overhead_ms", "network_overhead_ms"),
+        efficiency=efficiency,
+        memory=memory,
+        energy=energy,
+        sources=dict(sources),
+        table=table,
+        measurement=measurement,
+        calibrated_from=c.text(doc, "calibrated_from", "calibrated_from", required=False) or None,
+    )
+
+
+def profile_from_json(text: str, *, label: str) -> DeviceProfile:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"profile '{label}': not valid JSON ({e.msg} at line {e.lineno})") from None
+    return profile_from_dict(doc, label=label)
+
+
+def read_profile(path: str | Path) -> DeviceProfile:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read profile '{p}': {e.strerror or e}") from None
+    return profile_from_json(text, label=p.name)
+
+
+def write_profile(profile: DeviceProfile, path: str | Path) -> Path:
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(profile.to_json(), encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot write profile '{p}': {e.strerror or e}") from None
+    return p

@@ -1,0 +1,147 @@
+"""SearchConfig: every setting of a search, from YAML, CLI flags or keyword arguments."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from compactnas.errors import ConfigError
+
+SAMPLERS = ("nsga2", "tpe", "random")
+BACKENDS = ("local", "ray")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    # What to search and on which data
+    space: str = "mobile"
+    data: str = "digits"
+    resize: int | None = None
+    compress: bool = False
+    # How to score and search
+    objectives: tuple[str, ...] = ("accuracy", "latency", "size")
+    trials: int = 30
+    sampler: str = "nsga2"
+    population: int = 8
+    seed: int = 0
+    device: str | None = None
+    max_latency_ms: float | None = None
+    max_size_kb: float | None = None
+    max_params: int | None = None
+    # Proxy training
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 0.005
+    optimizer: str = "adamw"
+    weight_decay: float = 5e-4
+    threads: int = 1
+    latency_threads: int = 1
+    # Where results go
+    out: str = "runs/search"
+    study_name: str = "compactnas"
+    resume: bool = False
+    tracking_uri: str | None = None
+    experiment: str = "compactnas"
+    backend: str = "local"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.objectives, str):
+            object.__setattr__(self, "objectives", tuple(o.strip() for o in self.objectives.split(",") if o.strip()))
+        else:
+            object.__setattr__(self, "objectives", tuple(self.objectives))
+        if not self.objectives:
+            raise ConfigError("at least one objective is needed")
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ConfigError(f"objectives repeat a name: {','.join(self.objectives)}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler '{self.sampler}' (use one of: {', '.join(SAMPLERS)})")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend '{self.backend}' (use one of: {', '.join(BACKENDS)})")
+        for name in ("trials", "epochs", "batch_size", "threads", "latency_threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.population < 2:
+            raise ConfigError(f"population must be >= 2, got {self.population}")
+        for name in ("max_latency_ms", "max_size_kb", "max_params", "lr"):
+            v = getattr(self, name)
+            if v is not None and not (v > 0 and math.isfinite(v)):
+                raise ConfigError(f"{name} must be a positive number, got {v}")
+        if not self.study_name or not self.out:
+            raise ConfigError("study_name and out must not be empty")
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out).expanduser().resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["objectives"] = list(self.objectives)
+        return d
+
+    def replace(self, **changes: Any) -> SearchConfig:
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {f.name: f for f in fields(SearchConfig)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    default = SearchConfig.__dataclass_fields__[name].default
+    if value is None:
+        return None
+    if name == "objectives":
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError("config field 'objectives' must be a list of names or a comma-separated string")
+    expected = type(default) if default is not None else None
+    if name in ("resize", "max_params"):
+        expected = int
+    if name == "max_latency_ms" or name == "max_size_kb":
+        expected = float
+    if name in ("device", "tracking_uri"):
+        expected = str
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config field '{name}' must be true or false, got {value!r}")
+        return value
+    if expected is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if expected is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"config field '{name}' must be {expected.__name__ if expected else 'a value'}, got {value!r}")
+
+
+def config_from_mapping(values: dict[str, Any], *, source: str = "config") -> SearchConfig:
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)} (known: {', '.join(_FIELDS)})")
+    return SearchConfig(**{k: _coerce(k, v) for k, v in values.items()})
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a mapping of SearchConfig fields (validated by config_from_mapping)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        values = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"config file {p} is not valid YAML{where}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of settings, got {type(values).__name__}")
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    config_from_mapping(values, source=str(p))  # validate early, naming the file
+    return values
