@@ -133,7 +133,7 @@ def train(
             else:
                 loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
             if not torch.isfinite(loss):
-                raise TrialDiverged(f"loss became {float(loss)} at epoch {epoch}")
+                raise TrialDiverged(f"loss became {loss.item()} at epoch {epoch}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

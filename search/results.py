@@ -144,7 +144,8 @@ def plot_front(path: Path, complete: pd.DataFrame, front: pd.DataFrame, objectiv
         if o.metric in ("size_bytes", "params", "macs"):
             ax.set_xscale("log")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(loc="lower right", fontsize=8)
+    if not complete.empty:
+        axes[0][0].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"{len(complete)} evaluated candidates, {len(front)} on the front")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

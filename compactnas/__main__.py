@@ -1,0 +1,5 @@
+import sys
+
+from compactnas.cli import main
+
+sys.exit(main())
