@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
-from torch.utils import benchmark
+
+# torch.utils.benchmark imports cpp_extension, which warns on every start that a CUDA build of torch
+# finds no CUDA runtime; on a CPU machine that is expected, not news.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+from torch.utils import benchmark  # noqa: E402
 
 
 @torch.inference_mode()

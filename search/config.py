@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from compactnas.errors import ConfigError
+from compactnas.evaluators.train import OPTIMIZERS
 
 SAMPLERS = ("nsga2", "tpe", "random")
 BACKENDS = ("local", "ray")
@@ -60,6 +61,8 @@ class SearchConfig:
             raise ConfigError(f"objectives repeat a name: {','.join(self.objectives)}")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler '{self.sampler}' (use one of: {', '.join(SAMPLERS)})")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer '{self.optimizer}' (use one of: {', '.join(OPTIMIZERS)})")
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend '{self.backend}' (use one of: {', '.join(BACKENDS)})")
         for name in ("trials", "epochs", "batch_size", "threads", "latency_threads"):

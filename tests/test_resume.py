@@ -1,0 +1,58 @@
+"""A search killed with SIGKILL mid-way, then resumed, keeps every completed trial."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from compactnas.search import SearchConfig, run_search
+
+
+def _complete(db):
+    try:
+        study = optuna.load_study(study_name="compactnas", storage=f"sqlite:///{db}")
+    except Exception:  # noqa: BLE001 - not created yet
+        return {}, []
+    done = {t.number: (t.values, t.user_attrs["arch"]) for t in study.trials if t.state == TrialState.COMPLETE}
+    # A running trial that has its architecture is training (not between ask and sampling).
+    running = [t.number for t in study.trials if t.state == TrialState.RUNNING and "arch" in t.user_attrs]
+    return done, running
+
+
+def test_sigkill_then_resume_loses_nothing(tmp_path, digits):
+    out = tmp_path / "s"
+    argv = [sys.executable, "-m", "compactnas", "search", "--trials", "8", "--epochs", "3"]
+    argv += ["--population", "4", "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    done, running = {}, []
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            done, running = _complete(out / "study.db")
+            if len(done) >= 2 and running:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"search ended before it could be killed: {proc.stderr.read()}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before, running = _complete(out / "study.db")
+    assert len(before) >= 2 and running, "the kill should land while a trial runs"
+
+    result = run_search(SearchConfig(out=str(out), trials=8, epochs=3, population=4, resume=True), data=digits, quiet=True)
+    study = result.study
+    after = {t.number: (t.values, t.user_attrs["arch"]) for t in study.trials if t.state == TrialState.COMPLETE}
+    for number, record in before.items():
+        assert after[number] == record
+    interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    assert [t.number for t in interrupted] == running
+    retried = [t for t in study.trials if t.user_attrs.get("retry_of") in running]
+    assert retried and retried[0].params == interrupted[0].params
+    assert result.summary["n_trials"] == 8  # the interrupted attempt is not counted against the budget
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
