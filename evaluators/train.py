@@ -115,6 +115,8 @@ def train(
         else None
     )
     max_shift = max(1, x.shape[-1] // 8) if cfg.augment else 0
+    # Channels-last makes CPU (oneDNN) depthwise convolutions, backward above all, several times faster.
+    model.to(memory_format=torch.channels_last)
     model.train()
     last_loss = float("nan")
     stopped = False
@@ -126,7 +128,8 @@ def train(
             idx = perm[i : i + cfg.batch_size]
             if len(idx) < 2:  # batch norm needs two examples
                 continue
-            xb, yb = _shift(x[idx], max_shift, gen), y[idx]
+            xb = _shift(x[idx], max_shift, gen).contiguous(memory_format=torch.channels_last)
+            yb = y[idx]
             logits = model(xb)
             if loss_fn is not None:
                 loss = loss_fn(logits, yb, xb)
@@ -145,4 +148,5 @@ def train(
             if report(epoch, accuracy(model, *val)):
                 stopped = True
                 break
+    model.to(memory_format=torch.contiguous_format)
     return {"epochs": float(epoch), "loss": last_loss, "stopped_early": float(stopped)}
