@@ -60,9 +60,12 @@ class Measurement:
     num_classes: int
     enumeration: str
     onnxruntime: str = ""
-    repeats: int = 1
-    min_run_time_s: float = 0.0
-    unit_overhead_ms: float = 0.0  # added once per unit: per-call cost the unit timings miss or double count
+    rounds: int = 5  # round-robin visits per unit
+    samples: int = 10  # short timed samples per visit
+    quantile: float = 0.1  # of all samples: the unit's time
+    unit_overhead_ms: float = (
+        0.0  # added once per unit: per-call cost the unit timings miss or double count
+    )
     fit_seed: int = 0
     fit_archs: tuple[str, ...] = ()
 
@@ -114,7 +117,9 @@ class DeviceProfile:
         if self.memory is not None:
             out["memory"] = {k: getattr(self.memory, k) for k in _MEMORY_KEYS}
         if self.energy is not None:
-            out["energy"] = {p: {"mac_pj": e.mac_pj, "byte_pj": e.byte_pj} for p, e in self.energy.items()}
+            out["energy"] = {
+                p: {"mac_pj": e.mac_pj, "byte_pj": e.byte_pj} for p, e in self.energy.items()
+            }
         if self.measurement is not None:
             m = self.measurement
             out["measurement"] = {
@@ -145,7 +150,14 @@ class _Checker:
             self.fail(path, "must be a JSON object")
         return doc
 
-    def text(self, doc: Mapping, key: str, path: str, *, required: bool = True, default: str = "") -> str:
+    def section(self, doc: Mapping, key: str, hint: str = "") -> Mapping:
+        if key not in doc:
+            self.fail(key, f"is missing{hint}")
+        return self.mapping(doc[key], key)
+
+    def text(
+        self, doc: Mapping, key: str, path: str, *, required: bool = True, default: str = ""
+    ) -> str:
         if key not in doc:
             if required:
                 self.fail(path, "is missing")
@@ -166,9 +178,8 @@ class _Checker:
         ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         ok = ok and (v > 0 if positive else v >= 0) and (at_most is None or v <= at_most)
         if not ok:
-            if positive:
-                self.fail(path, "must be a positive number")
-            self.fail(path, f"must be a non-negative number{f' <= {at_most}' if at_most else ''}")
+            limit = f" <= {at_most}" if at_most is not None else ""
+            self.fail(path, f"must be a {'positive' if positive else 'non-negative'} number{limit}")
         return float(v)
 
     def signed(self, doc: Mapping, key: str, path: str) -> float:
@@ -177,7 +188,9 @@ class _Checker:
             self.fail(path, "must be a finite number")
         return float(v)
 
-    def integer(self, doc: Mapping, key: str, path: str, *, required: bool = True, minimum: int = 0) -> int:
+    def integer(
+        self, doc: Mapping, key: str, path: str, *, required: bool = True, minimum: int = 0
+    ) -> int:
         if key not in doc and not required:
             return minimum
         v = doc.get(key)
@@ -185,7 +198,14 @@ class _Checker:
             self.fail(path, f"must be a whole number >= {minimum}")
         return int(v)
 
-    def choice(self, doc: Mapping, key: str, path: str, choices: tuple[str, ...], default: str | None = None) -> str:
+    def choice(
+        self,
+        doc: Mapping,
+        key: str,
+        path: str,
+        choices: tuple[str, ...],
+        default: str | None = None,
+    ) -> str:
         if key not in doc and default is not None:
             return default
         v = doc.get(key)
@@ -196,12 +216,18 @@ class _Checker:
     def unknown(self, doc: Mapping, allowed: set[str] | tuple[str, ...], prefix: str) -> None:
         for k in doc:
             if k not in allowed:
-                self.fail(f"{prefix}{k}", f"is not a known field (known: {', '.join(sorted(allowed))})")
+                self.fail(
+                    f"{prefix}{k}", f"is not a known field (known: {', '.join(sorted(allowed))})"
+                )
 
 
 def _numeric_paths(doc: Any, prefix: str = "") -> list[str]:
     if isinstance(doc, Mapping):
-        return [p for k, v in doc.items() for p in _numeric_paths(v, f"{prefix}.{k}" if prefix else str(k))]
+        return [
+            p
+            for k, v in doc.items()
+            for p in _numeric_paths(v, f"{prefix}.{k}" if prefix else str(k))
+        ]
     if isinstance(doc, int | float) and not isinstance(doc, bool):
         return [prefix]
     return []
@@ -219,16 +245,19 @@ def profile_from_dict(doc: Any, *, label: str) -> DeviceProfile:
 
     throughput: dict[str, float] = {}
     if model == "roofline" or "throughput" in doc:
-        tp = c.mapping(doc.get("throughput"), "throughput") if "throughput" in doc else c.fail("throughput", "is missing")
+        tp = c.section(doc, "throughput")
         c.unknown(tp, PRECISIONS, "throughput.")
         for p in PRECISIONS:
             if p in tp:
                 throughput[p] = c.number(tp, p, f"throughput.{p}", positive=True)
         if model == "roofline" and "fp32" not in throughput:
             # Every layer must have somewhere to fall back to; a device without an FPU states its emulated rate.
-            c.fail("throughput.fp32", "is missing (give the emulated rate if the device has no FPU)")
-    bandwidth = c.number(doc, "bandwidth", "bandwidth", required=model == "roofline", positive=True) if (
-        model == "roofline" or "bandwidth" in doc) else 0.0  # fmt: skip
+            c.fail(
+                "throughput.fp32", "is missing (give the emulated rate if the device has no FPU)"
+            )
+    bandwidth = 0.0
+    if model == "roofline" or "bandwidth" in doc:
+        bandwidth = c.number(doc, "bandwidth", "bandwidth", positive=True)
 
     efficiency: dict[str, float] = {}
     if "efficiency" in doc:
@@ -245,7 +274,9 @@ def profile_from_dict(doc: Any, *, label: str) -> DeviceProfile:
         memory = MemoryLimits(
             sram_kb=c.number(mem, "sram_kb", "memory.sram_kb", positive=True),
             flash_kb=c.number(mem, "flash_kb", "memory.flash_kb", positive=True),
-            runtime_sram_kb=c.number(mem, "runtime_sram_kb", "memory.runtime_sram_kb", required=False),
+            runtime_sram_kb=c.number(
+                mem, "runtime_sram_kb", "memory.runtime_sram_kb", required=False
+            ),
             code_flash_kb=c.number(mem, "code_flash_kb", "memory.code_flash_kb", required=False),
         )
 
@@ -262,19 +293,21 @@ def profile_from_dict(doc: Any, *, label: str) -> DeviceProfile:
                 byte_pj=c.number(v, "byte_pj", f"energy.{p}.byte_pj"),
             )
         if "fp32" not in energy:
-            c.fail("energy.fp32", "is missing (energy figures need at least the fp32 costs to fall back to)")
+            c.fail(
+                "energy.fp32",
+                "is missing (energy figures need at least the fp32 costs to fall back to)",
+            )
 
     table = None
     measurement = None
     if model == "table":
-        tb = c.mapping(doc.get("table"), "table") if "table" in doc else c.fail("table", "is missing")
+        tb = c.section(doc, "table")
         table = {}
         for k in tb:
             if not isinstance(k, str) or "@" not in k:
                 c.fail(f"table.{k}", "must be keyed 'SEGMENT@CxHxW'")
             table[k] = c.number(tb, k, f"table.{k}", positive=True)
-        ms = c.mapping(doc.get("measurement"), "measurement") if "measurement" in doc else c.fail(
-            "measurement", "is missing (a table needs to say how it was measured)")  # fmt: skip
+        ms = c.section(doc, "measurement", hint=" (a table needs to say how it was measured)")
         allowed = set(Measurement.__dataclass_fields__)
         c.unknown(ms, allowed, "measurement.")
         fit_archs = ms.get("fit_archs", [])
@@ -291,14 +324,17 @@ def profile_from_dict(doc: Any, *, label: str) -> DeviceProfile:
             in_chans=c.integer(ms, "in_chans", "measurement.in_chans", minimum=1),
             num_classes=c.integer(ms, "num_classes", "measurement.num_classes", minimum=1),
             enumeration=c.text(ms, "enumeration", "measurement.enumeration"),
-            repeats=c.integer(ms, "repeats", "measurement.repeats", required=False, minimum=1),
-            min_run_time_s=c.number(ms, "min_run_time_s", "measurement.min_run_time_s", required=False),
+            rounds=c.integer(ms, "rounds", "measurement.rounds", required=False, minimum=1),
+            samples=c.integer(ms, "samples", "measurement.samples", required=False, minimum=1),
+            quantile=c.number(
+                ms, "quantile", "measurement.quantile", required=False, default=0.1, at_most=1.0
+            ),
             unit_overhead_ms=c.signed(ms, "unit_overhead_ms", "measurement.unit_overhead_ms"),
             fit_seed=c.integer(ms, "fit_seed", "measurement.fit_seed", required=False, minimum=0),
             fit_archs=tuple(fit_archs),
         )
 
-    sources = c.mapping(doc.get("sources"), "sources") if "sources" in doc else c.fail("sources", "is missing")
+    sources = c.section(doc, "sources")
     for k, v in sources.items():
         if not isinstance(v, str) or not v.strip():
             c.fail(f"sources.{k}", "must be a non-empty citation string")
@@ -307,7 +343,7 @@ def profile_from_dict(doc: Any, *, label: str) -> DeviceProfile:
     for path in _numeric_paths({k: doc[k] for k in cited}):
         parts = path.split(".")
         if not any(".".join(parts[:i]) in sources for i in range(1, len(parts) + 1)):
-            c.fail(path, "has no citation in 'sources' (add sources['%s'])" % path)
+            c.fail(path, f"has no citation in 'sources' (add sources['{path}'])")
     if model == "table" and "table" not in sources:
         c.fail("table", "has no citation in 'sources' (say what was measured and how)")
 
@@ -319,7 +355,9 @@ def profile_from_dict(doc: Any, *, label: str) -> DeviceProfile:
         description=c.text(doc, "description", "description", required=False),
         throughput=throughput,
         bandwidth=bandwidth,
-        layer_overhead_ms=c.number(doc, "layer_overhead_ms", "layer_overhead_ms", required=model == "roofline"),
+        layer_overhead_ms=c.number(
+            doc, "layer_overhead_ms", "layer_overhead_ms", required=model == "roofline"
+        ),
         network_overhead_ms=c.signed(doc, "network_overhead_ms", "network_overhead_ms"),
         efficiency=efficiency,
         memory=memory,
@@ -335,7 +373,9 @@ def profile_from_json(text: str, *, label: str) -> DeviceProfile:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"profile '{label}': not valid JSON ({e.msg} at line {e.lineno})") from None
+        raise ConfigError(
+            f"profile '{label}': not valid JSON ({e.msg} at line {e.lineno})"
+        ) from None
     return profile_from_dict(doc, label=label)
 
 

@@ -17,7 +17,9 @@ _REGISTERED: dict[str, DeviceProfile | Path] = {}
 
 
 def user_profile_dir() -> Path:
-    return Path(os.environ.get("COMPACTNAS_PROFILE_DIR") or Path.home() / ".compactnas" / "profiles")
+    return Path(
+        os.environ.get("COMPACTNAS_PROFILE_DIR") or Path.home() / ".compactnas" / "profiles"
+    )
 
 
 def _packaged() -> dict[str, resources.abc.Traversable]:
@@ -58,7 +60,9 @@ def _looks_like_path(text: str) -> bool:
 
 def _checked(profile: DeviceProfile, name: str, where: str) -> DeviceProfile:
     if profile.name != name:
-        raise ConfigError(f"profile '{where}' is named '{profile.name}', not '{name}' (rename the file or the field)")
+        raise ConfigError(
+            f"profile '{where}' is named '{profile.name}', not '{name}' (rename the file or the field)"
+        )
     return profile
 
 
@@ -74,7 +78,9 @@ def load_profile(name_or_path: str | os.PathLike | DeviceProfile) -> DeviceProfi
             raise ConfigError(f"no profile file '{path}'")
         return read_profile(path)
     if not isinstance(name_or_path, str):
-        raise ConfigError(f"expected a device name, a profile path or a DeviceProfile, got {type(name_or_path).__name__}")
+        raise ConfigError(
+            f"expected a device name, a profile path or a DeviceProfile, got {type(name_or_path).__name__}"
+        )
     name = name_or_path
     if name in _REGISTERED:
         entry = _REGISTERED[name]
@@ -85,5 +91,7 @@ def load_profile(name_or_path: str | os.PathLike | DeviceProfile) -> DeviceProfi
     packaged = _packaged()
     if name in packaged:
         label = f"{name}.json"
-        return _checked(profile_from_json(packaged[name].read_text(encoding="utf-8"), label=label), name, label)
+        return _checked(
+            profile_from_json(packaged[name].read_text(encoding="utf-8"), label=label), name, label
+        )
     raise RegistryError(f"unknown device '{name}' (known: {', '.join(list_devices()) or 'none'})")

@@ -1,0 +1,177 @@
+"""The units a lookup table is keyed on: the stem, every single block at its input shape, the tail.
+
+Key: the unit's segment string + ``@CxHxW`` of its input, e.g. ``ir_r1_k5_s2_e6_c24_se0.25@16x8x8``.
+The host runs every layer in fp32, so bit-widths (``wb``/``ab``) leave its latency unchanged and are not
+part of the key; pruning (``pr``) removes channels and is. The tail is the optional 1x1 head convolution,
+global pooling and the classifier (``head_c128@24x2x2``).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from compactnas.spaces.arch import (
+    ArchSpec,
+    BlockSpec,
+    HeadSpec,
+    StemSpec,
+    as_spec,
+    format_arch,
+    format_stage,
+)
+from compactnas.spaces.build import build_stage, create_model
+from compactnas.spaces.layers import arch_layers, block_inputs, hidden_channels
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unit:
+    kind: str  # stem, block or head
+    key: str
+    shape: tuple[int, int, int]  # input (channels, height, width)
+    part: StemSpec | BlockSpec | HeadSpec
+
+
+def _shape_key(shape: tuple[int, int, int]) -> str:
+    return "x".join(str(int(d)) for d in shape)
+
+
+def _stem_segment(stem: StemSpec) -> str:
+    return format_arch(
+        ArchSpec(stem=replace(stem, wbits=32, abits=32), stages=(BlockSpec(kind="ds"),))
+    ).split("-")[0]
+
+
+def _head_segment(head: HeadSpec) -> str:
+    return format_arch(
+        ArchSpec(stages=(BlockSpec(kind="ds"),), head=replace(head, wbits=32, abits=32))
+    ).split("-")[-1]
+
+
+def network_units(spec: ArchSpec | str, input_shape: tuple[int, int, int]) -> list[Unit]:
+    """The units of a network, in execution order."""
+    spec = as_spec(spec)
+    shape = tuple(int(d) for d in input_shape)
+    units = [
+        Unit(
+            kind="stem",
+            key=f"{_stem_segment(spec.stem)}@{_shape_key(shape)}",
+            shape=shape,
+            part=spec.stem,
+        )
+    ]
+    for c, h, w, block, _ in block_inputs(spec, shape):
+        seg = format_stage(replace(block, wbits=32, abits=32))
+        units.append(Unit(kind="block", key=f"{seg}@{c}x{h}x{w}", shape=(c, h, w), part=block))
+    # The tail's input is whatever the last stage leaves; the layer list states it.
+    first_tail = next(layer for layer in arch_layers(spec, shape, 1) if layer.stage == -2)
+    tail_shape = (first_tail.cin, first_tail.hin, first_tail.win)
+    units.append(
+        Unit(
+            kind="head",
+            key=f"{_head_segment(spec.head)}@{_shape_key(tail_shape)}",
+            shape=tail_shape,
+            part=spec.head,
+        )
+    )
+    return units
+
+
+class Tail(nn.Module):
+    """Head convolution, pooling and classifier: the same modules and calls as CompactNet's forward."""
+
+    def __init__(self, head: nn.Module, pool: nn.Module, drop: nn.Module, classifier: nn.Module):
+        super().__init__()
+        self.head, self.pool, self.drop, self.classifier = head, pool, drop, classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.drop(self.pool(self.head(x)).flatten(1)))
+
+
+def _narrow_conv(conv: nn.Conv2d, *, cin: int | None = None, cout: int | None = None) -> nn.Conv2d:
+    new = copy.deepcopy(conv)
+    cin = conv.in_channels if cin is None else cin
+    cout = conv.out_channels if cout is None else cout
+    depthwise = conv.groups == conv.in_channels and conv.groups > 1
+    groups = cout if depthwise else conv.groups
+    new.in_channels, new.out_channels, new.groups = cin, cout, groups
+    new.weight = nn.Parameter(conv.weight.detach()[:cout, : cin // groups].clone())
+    if conv.bias is not None:
+        new.bias = nn.Parameter(conv.bias.detach()[:cout].clone())
+    return new
+
+
+def _narrow_bn(bn: nn.BatchNorm2d, n: int) -> nn.BatchNorm2d:
+    new = copy.deepcopy(bn)
+    new.num_features = n
+    new.weight = nn.Parameter(bn.weight.detach()[:n].clone())
+    new.bias = nn.Parameter(bn.bias.detach()[:n].clone())
+    new.running_mean = bn.running_mean[:n].clone()
+    new.running_var = bn.running_var[:n].clone()
+    return new
+
+
+def build_block(block: BlockSpec, in_chs: int) -> nn.Module:
+    """One block (r1) as deployed: pruning applied structurally, keeping the first channels.
+
+    Which channels survive does not change the time; how many does. Shapes follow spaces/layers.py.
+    """
+    block = replace(block, repeats=1)
+    module = build_stage(replace(block, prune=0.0), in_chs)[0]
+    if not block.prune or block.kind == "ds":
+        return module
+    _, hid = hidden_channels(block, in_chs)
+    if block.kind == "fire":
+        module.squeeze[0] = _narrow_conv(module.squeeze[0], cout=hid)
+        module.squeeze[1] = _narrow_bn(module.squeeze[1], hid)
+        module.expand1x1[0] = _narrow_conv(module.expand1x1[0], cin=hid)
+        module.expand3x3[0] = _narrow_conv(module.expand3x3[0], cin=hid)
+        return module
+    module.conv_pw = _narrow_conv(module.conv_pw, cout=hid)
+    module.bn1 = _narrow_bn(module.bn1, hid)
+    module.conv_dw = _narrow_conv(module.conv_dw, cin=hid, cout=hid)
+    module.bn2 = _narrow_bn(module.bn2, hid)
+    if isinstance(getattr(module.se, "conv_reduce", None), nn.Conv2d):
+        module.se.conv_reduce = _narrow_conv(module.se.conv_reduce, cin=hid)
+        module.se.conv_expand = _narrow_conv(module.se.conv_expand, cout=hid)
+    module.conv_pwl = _narrow_conv(module.conv_pwl, cin=hid)
+    return module
+
+
+def build_unit(unit: Unit, *, num_classes: int) -> nn.Module:
+    """The module a unit times, taken from the same builders the full network uses."""
+    c = unit.shape[0]
+    if unit.kind == "block":
+        assert isinstance(unit.part, BlockSpec)
+        return build_block(unit.part, c)
+    if unit.kind == "stem":
+        assert isinstance(unit.part, StemSpec)
+        return create_model(
+            ArchSpec(stem=unit.part, stages=(BlockSpec(kind="ds"),)), in_chans=c
+        ).stem
+    assert isinstance(unit.part, HeadSpec)
+    net = create_model(
+        ArchSpec(
+            stem=StemSpec(channels=c), stages=(BlockSpec(kind="ds", channels=c),), head=unit.part
+        ),
+        num_classes=num_classes,
+        in_chans=1,
+    )
+    return Tail(net.head, net.pool, net.drop, net.classifier)
+
+
+def build_network(
+    spec: ArchSpec | str, input_shape: tuple[int, int, int], *, num_classes: int
+) -> nn.Module:
+    """The whole network as create_model builds it, with pruned blocks narrowed as deployed."""
+    spec = as_spec(spec)
+    model = create_model(spec, num_classes=num_classes, in_chans=input_shape[0])
+    seen: dict[int, int] = {}
+    for c, _, _, block, i in block_inputs(spec, input_shape):
+        j = seen[i] = seen.get(i, -1) + 1
+        if block.prune and block.kind != "ds":
+            model.stages[i][j] = build_block(block, c)
+    return model
