@@ -1,0 +1,88 @@
+"""``compactnas export``: write one trained model of a search as ONNX, int8 ONNX, TorchScript, a state
+dict or its architecture string, each checked against PyTorch and described in a model card."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import Any
+
+from compactnas.search.export_formats import CALIBRATIONS
+from compactnas.search.pick import PICKS
+
+_FORMATS_HELP = "onnx (default), onnx-int8, torchscript, state-dict, arch; repeat or comma-separate"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a trained model of a search (ONNX, int8 ONNX, TorchScript, state dict) with a model card",
+        description="Rebuild one trial's model from its checkpoint (distilled weights when OUT/distilled has "
+        "them), write it in the given formats into --dest, check each export against PyTorch on the held-out "
+        "test split, log it as an MLflow model on the trial's run, and write card.json and card.md.",
+    )
+    p.add_argument("out", help="the search's output folder")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, metavar="N", help="the trial to export")
+    which.add_argument(
+        "--pick",
+        choices=PICKS,
+        help="a Pareto-front model: best validation accuracy, lowest latency, smallest size, or the knee "
+        "(the front point furthest from the hyperplane through the per-objective extremes, on objectives "
+        "scaled to [0, 1])",
+    )
+    p.add_argument(
+        "--format", action="append", dest="formats", metavar="FORMAT", help=_FORMATS_HELP
+    )
+    p.add_argument(
+        "--dest", metavar="DIR", help="folder for the exports (default OUT/exports/trial_N)"
+    )
+    p.add_argument("--force", action="store_true", help="overwrite exports already in --dest")
+    g = p.add_argument_group("details")
+    g.add_argument(
+        "--weights", choices=("auto", "trained", "distilled"), default="auto",
+        help="which weights: distilled when present (auto, default), or force one",
+    )  # fmt: skip
+    g.add_argument(
+        "--calibration", choices=CALIBRATIONS, default="auto",
+        help="int8 calibration method; auto (default) keeps the one that best matches fp32 on validation data",
+    )  # fmt: skip
+    g.add_argument(
+        "--calibration-samples",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="training images for calibration",
+    )
+    g.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    g.add_argument(
+        "--no-mlflow", action="store_true", help="do not log the exports to the trial's MLflow run"
+    )
+    g.add_argument("-q", "--quiet", action="store_true", help="print only the destination")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from compactnas.search.export import ExportConfig, ExportWarning, export
+
+    cfg = ExportConfig(
+        formats=tuple(args.formats or ("onnx",)),
+        dest=args.dest,
+        force=args.force,
+        weights=args.weights,
+        calibration=args.calibration,
+        calibration_samples=args.calibration_samples,
+        opset=args.opset,
+        mlflow=not args.no_mlflow,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExportWarning)  # printed below, one line each
+        result = export(args.out, trial=args.trial, pick=args.pick, config=cfg, quiet=args.quiet)
+    for w in result.warnings:
+        print(f"compactnas: warning: {w}", file=sys.stderr)
+    if args.quiet:
+        print(result.dest)
+    else:
+        print(f"model card: {result.dest / 'card.md'}")
+    return 0

@@ -1,0 +1,112 @@
+"""Logging exports as MLflow models on their trial's run, so the UI lists them and MLflow's own loaders
+(``mlflow.pyfunc.load_model``, ``mlflow.onnx.load_model``, ``mlflow.pytorch.load_model``) read them back."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# MLflow model names per format ('-' reads oddly in the UI's model list).
+MODEL_NAMES = {
+    "onnx": "onnx",
+    "onnx-int8": "onnx_int8",
+    "torchscript": "torchscript",
+    "state-dict": "pytorch",
+}
+
+
+def resolve_tracking_uri(summary_uri: str | None, out_dir: Path) -> str | None:
+    """The search's tracking URI; a default SQLite store that moved with its folder is found there."""
+    local = out_dir / "mlflow.db"
+    if summary_uri and summary_uri.startswith("sqlite:///"):
+        if Path(summary_uri[len("sqlite:///") :]).is_file():
+            return summary_uri
+        return f"sqlite:///{local}" if local.is_file() else None
+    if summary_uri:
+        return summary_uri
+    return f"sqlite:///{local}" if local.is_file() else None
+
+
+@contextlib.contextmanager
+def _on_run(tracking_uri: str, run_id: str) -> Iterator[Any]:
+    """The fluent API's active run, on ``tracking_uri``, leaving the caller's global MLflow state as found."""
+    import mlflow
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        # nested=True: a caller (a notebook, a test) may have a run of its own open.
+        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None) as run:
+            yield run
+    finally:
+        mlflow.set_tracking_uri(previous)  # None unsets it again
+
+
+def log_exports(
+    *,
+    tracking_uri: str,
+    run_id: str,
+    exports: dict[str, Path],
+    example: np.ndarray,
+    outputs: np.ndarray,
+    torch_models: dict[str, Any],
+) -> dict[str, dict[str, str]]:
+    """Log each export in ``exports`` (format -> file) as an MLflow model on ``run_id``.
+
+    ``example`` is a batch of inputs and ``outputs`` its logits; they give the signature (batch axis
+    free). ``torch_models`` maps 'torchscript'/'state-dict' to the in-memory module to log.
+    Returns format -> {model_uri, model_id, run_id, tracking_uri}.
+    """
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(example.astype(np.float32), outputs.astype(np.float32))
+    logged: dict[str, dict[str, str]] = {}
+    with _on_run(tracking_uri, run_id):
+        for fmt, path in exports.items():
+            name = MODEL_NAMES.get(fmt)
+            if name is None:
+                continue
+            if fmt.startswith("onnx"):
+                import mlflow.onnx
+                import onnx
+
+                info = mlflow.onnx.log_model(
+                    onnx.load(str(path)),
+                    name=name,
+                    signature=signature,
+                    onnx_execution_providers=["CPUExecutionProvider"],
+                    save_as_external_data=False,
+                )
+            else:
+                import mlflow.pytorch
+                import torch
+
+                # Explicit requirements: MLflow would otherwise infer them by loading the model in a
+                # subprocess, which costs seconds per model.
+                reqs = [f"torch=={torch.__version__.split('+')[0]}"]
+                if fmt == "state-dict":
+                    import timm
+
+                    reqs += [f"timm=={timm.__version__}", "compactnas"]
+                # 'pickle': MLflow's default 'pt2' format refuses TorchScript modules.
+                info = mlflow.pytorch.log_model(
+                    torch_models[fmt],
+                    name=name,
+                    signature=signature,
+                    pip_requirements=reqs,
+                    serialization_format="pickle",
+                )
+            logged[fmt] = {
+                "model_uri": info.model_uri,
+                "model_id": str(info.model_id),
+                "run_id": run_id,
+                "tracking_uri": tracking_uri,
+            }
+    return logged
