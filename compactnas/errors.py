@@ -26,3 +26,7 @@ class RegistryError(CompactnasError, KeyError):
 
 class TrialDiverged(RuntimeError):
     """Training produced a non-finite loss; the trial is recorded as failed."""
+
+
+class CheckpointError(CompactnasError):
+    """A checkpoint that cannot be used: missing, not a checkpoint, or made for another model or data."""

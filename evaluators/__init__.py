@@ -6,12 +6,22 @@ from collections.abc import Callable
 from typing import Any
 
 from compactnas.errors import RegistryError
+from compactnas.evaluators.compression import (
+    CompressEvaluator,
+    CompressionConfig,
+    build_compressed_model,
+    build_pruned_model,
+    is_compressed,
+)
 from compactnas.evaluators.counting import count_macs, count_parameters
 from compactnas.evaluators.latency import measure_latency_ms
 from compactnas.evaluators.proxy import Evaluator, ProxyEvaluator
 from compactnas.evaluators.train import TrainConfig, accuracy, train
 
-_EVALUATORS: dict[str, Callable[..., Evaluator]] = {"proxy": ProxyEvaluator}
+_EVALUATORS: dict[str, Callable[..., Evaluator]] = {
+    "proxy": ProxyEvaluator,
+    "compress": CompressEvaluator,
+}
 
 
 def register_evaluator(name: str) -> Callable:
@@ -32,18 +42,25 @@ def create_evaluator(evaluator: str | Evaluator, **kwargs: Any) -> Evaluator:
     if not isinstance(evaluator, str):
         return evaluator
     if evaluator not in _EVALUATORS:
-        raise RegistryError(f"unknown evaluator '{evaluator}' (known: {', '.join(list_evaluators())})")
+        raise RegistryError(
+            f"unknown evaluator '{evaluator}' (known: {', '.join(list_evaluators())})"
+        )
     return _EVALUATORS[evaluator](**kwargs)
 
 
 __all__ = [
+    "CompressEvaluator",
+    "CompressionConfig",
     "Evaluator",
     "ProxyEvaluator",
     "TrainConfig",
     "accuracy",
+    "build_compressed_model",
+    "build_pruned_model",
     "count_macs",
     "count_parameters",
     "create_evaluator",
+    "is_compressed",
     "list_evaluators",
     "measure_latency_ms",
     "register_evaluator",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,17 @@ from typing import Any
 import torch
 
 from compactnas.data import Dataset
-from compactnas.evaluators import ProxyEvaluator, TrainConfig, count_macs, count_parameters, measure_latency_ms
+from compactnas.evaluators import (
+    CompressEvaluator,
+    ProxyEvaluator,
+    TrainConfig,
+    build_pruned_model,
+    count_macs,
+    count_parameters,
+    is_compressed,
+    measure_latency_ms,
+)
+from compactnas.evaluators.compression import is_pruned
 from compactnas.evaluators.train import Report
 from compactnas.search.config import SearchConfig
 from compactnas.spaces import ArchSpec, create_model
@@ -43,7 +54,11 @@ def static_metrics(
     cfg: SearchConfig,
     latency_model: Any | None = None,
 ) -> dict[str, float]:
-    """What is known before training: size, parameters, MACs, latency (device model or this host)."""
+    """What is known before training: size, parameters, MACs, latency (device model or this host).
+
+    ``model`` must have the shapes the candidate deploys with (the pruned shapes for a pruned spec);
+    ``size_bytes`` comes from the string, which accounts for pruning and bit-widths.
+    """
     shape = data.input_shape
     m: dict[str, float] = {
         "params": float(count_parameters(model)),
@@ -52,7 +67,11 @@ def static_metrics(
     }
     if latency_model is not None:
         m["latency_ms"] = float(latency_model.predict_ms(spec, shape))
-        for key, fn in (("energy_mj", "energy_mj"), ("peak_sram_kb", "peak_sram_kb"), ("flash_kb", "flash_kb")):
+        for key, fn in (
+            ("energy_mj", "energy_mj"),
+            ("peak_sram_kb", "peak_sram_kb"),
+            ("flash_kb", "flash_kb"),
+        ):
             value = getattr(latency_model, fn, None)
             value = value(spec, shape) if value is not None else None
             if value is not None:
@@ -63,7 +82,11 @@ def static_metrics(
 
 
 def check_budgets(
-    cfg: SearchConfig, metrics: dict[str, float], spec: ArchSpec, data: Dataset, latency_model: Any | None
+    cfg: SearchConfig,
+    metrics: dict[str, float],
+    spec: ArchSpec,
+    data: Dataset,
+    latency_model: Any | None,
 ) -> Infeasible | None:
     over: dict[str, float] = {}
     reasons = []
@@ -94,6 +117,7 @@ def evaluate_candidate(
     latency_model: Any | None = None,
     report: Report | None = None,
     checkpoint: Path | None = None,
+    on_static: Callable[[dict[str, float]], None] | None = None,
 ) -> dict[str, float] | Infeasible:
     """Static metrics and budgets first; only a feasible candidate is trained.
 
@@ -102,11 +126,27 @@ def evaluate_candidate(
     """
     torch.manual_seed(cfg.seed * 100_003 + trial_number)
     model = create_model(spec, num_classes=data.num_classes, in_chans=data.input_shape[0])
-    metrics = static_metrics(spec, model, data, cfg, latency_model)
+    # A pruned candidate is counted and timed at its pruned shapes (untrained weights time the same).
+    # Fake quantization is left out of the host timing: it simulates integer arithmetic in float and
+    # does not speed up a CPU; what low bit-widths gain on a target is the device profile's to say.
+    shaped = model
+    if is_pruned(spec):
+        shaped = build_pruned_model(
+            spec, num_classes=data.num_classes, in_chans=data.input_shape[0]
+        )
+    metrics = static_metrics(spec, shaped, data, cfg, latency_model)
+    if on_static is not None:
+        on_static(dict(metrics))
     infeasible = check_budgets(cfg, metrics, spec, data, latency_model)
     if infeasible is not None:
         return infeasible
-    evaluator = ProxyEvaluator(train_config=train_config(cfg, trial_number))
+    tc = train_config(cfg, trial_number)
+    # A compressed candidate is trained dense, pruned and QAT-tuned in place within the same epochs,
+    # so model.state_dict() below is the compressed model's (see build_compressed_model).
+    compressed = is_compressed(spec)
+    evaluator = (
+        CompressEvaluator(train_config=tc) if compressed else ProxyEvaluator(train_config=tc)
+    )
     metrics.update(evaluator.evaluate(model, spec, data, report=report))
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     if bad:
@@ -119,6 +159,7 @@ def evaluate_candidate(
                 "num_classes": data.num_classes,
                 "input_shape": list(data.input_shape),
                 "data": data.name,
+                "compressed": compressed,
                 "metrics": metrics,
                 "state_dict": model.state_dict(),
             },

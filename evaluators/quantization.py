@@ -1,0 +1,222 @@
+"""Quantization-aware fine-tuning with fake quantization, and post-training int8 as the cheaper option.
+
+Every convolution and linear layer is swapped for a Quant* subclass that fake-quantizes
+
+- its weight per output channel, symmetric, at the layer's weight bits (2, 4 or 8; 32 = left in float):
+  integer levels ``-(2^(b-1) - 1) .. 2^(b-1) - 1``, i.e. **2^b - 1 levels** (narrow range, zero exact),
+  with ``torch.fake_quantize_per_channel_affine``, whose gradient is the clipped straight-through
+  estimator;
+- its input per tensor, affine, at the layer's activation bits (8; 32 = left in float), with
+  ``torch.ao.quantization.FakeQuantize`` and a moving-average min/max observer: 2^b levels.
+
+A layer's bits come from the stage it belongs to; the stem and the head/classifier follow their own
+``wb``/``ab``. Batch norm is not folded first: with per-channel symmetric weight scales, folding a batch
+norm multiplies each output channel by a constant, which scales that channel's grid with it, so the
+folded weights quantize to exactly the folded quantized weights. Fake quantization simulates the
+integer arithmetic; it does not make a CPU any faster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.ao.quantization import (
+    FakeQuantize,
+    MovingAverageMinMaxObserver,
+    disable_fake_quant,
+    disable_observer,
+    enable_fake_quant,
+    enable_observer,
+)
+
+from compactnas.spaces.arch import ArchSpec
+
+# Clipping fractions of max|w| tried per channel at low bit-widths; at 2 bits the max-based grid puts
+# almost every weight on zero, a tighter clip keeps the distribution's bulk on non-zero levels.
+_CLIP_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+
+
+def weight_qrange(bits: int) -> tuple[int, int]:
+    """Integer range of symmetric narrow-range weights: 2^bits - 1 levels around an exact zero."""
+    if not 2 <= bits <= 16:
+        raise ValueError(f"weight bits must be in 2..16, got {bits}")
+    q = 2 ** (bits - 1) - 1
+    return -q, q
+
+
+@torch.no_grad()
+def weight_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-output-channel scale: max|w| / qmax at 8 bits and more, the MSE-best clip below."""
+    _, qmax = weight_qrange(bits)
+    w = weight.detach().flatten(1)
+    amax = w.abs().amax(dim=1).clamp_min(1e-8)
+    if bits >= 8:
+        return amax / qmax
+    best_scale, best_err = amax / qmax, None
+    for frac in _CLIP_GRID:
+        scale = amax * frac / qmax
+        q = (w / scale[:, None]).round().clamp(-qmax, qmax) * scale[:, None]
+        err = (q - w).pow(2).sum(dim=1)
+        if best_err is None:
+            best_err = err
+        else:
+            better = err < best_err
+            best_scale = torch.where(better, scale, best_scale)
+            best_err = torch.where(better, err, best_err)
+    return best_scale
+
+
+def fake_quantize_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-channel (axis 0) symmetric fake quantization; identity at 32 bits."""
+    if bits >= 32:
+        return weight
+    qmin, qmax = weight_qrange(bits)
+    scale = weight_scale(weight, bits).float()
+    zero = torch.zeros(weight.shape[0], dtype=torch.int32, device=weight.device)
+    return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, qmin, qmax)
+
+
+def activation_fake_quant(bits: int) -> nn.Module:
+    """Per-tensor affine fake quantization of activations (2^bits levels); identity at 32 bits."""
+    if bits >= 32:
+        return nn.Identity()
+    return FakeQuantize(
+        observer=MovingAverageMinMaxObserver,
+        quant_min=0,
+        quant_max=2**bits - 1,
+        dtype=torch.quint8,
+        qscheme=torch.per_tensor_affine,
+    )
+
+
+class QuantConv2d(nn.Conv2d):
+    """A Conv2d that fake-quantizes its input and weight; the float weight stays the stored parameter."""
+
+    weight_bits: int = 32
+    act_bits: int = 32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_quant(x)
+        return self._conv_forward(x, fake_quantize_weight(self.weight, self.weight_bits), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, wb={self.weight_bits}, ab={self.act_bits}"
+
+
+class QuantLinear(nn.Linear):
+    weight_bits: int = 32
+    act_bits: int = 32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_quant(x)
+        return nn.functional.linear(
+            x, fake_quantize_weight(self.weight, self.weight_bits), self.bias
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, wb={self.weight_bits}, ab={self.act_bits}"
+
+
+def _swap(module: nn.Module, wbits: int, abits: int) -> nn.Module:
+    # Built on the meta device and handed the original parameters: nothing is copied or re-initialised.
+    if isinstance(module, nn.Conv2d):
+        q: nn.Module = QuantConv2d(
+            module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+            module.dilation, module.groups, module.bias is not None, module.padding_mode, device="meta",
+        )  # fmt: skip
+    else:
+        q = QuantLinear(
+            module.in_features, module.out_features, module.bias is not None, device="meta"
+        )
+    q.weight = module.weight
+    q.bias = module.bias
+    q.weight_bits, q.act_bits = wbits, abits
+    q.input_quant = activation_fake_quant(abits)
+    q.train(module.training)
+    return q
+
+
+def spec_bits(spec: ArchSpec) -> Callable[[str], tuple[int, int]]:
+    """Module name -> (weight bits, activation bits): stages.i.* take stage i's, stem and head their own."""
+
+    def bits(name: str) -> tuple[int, int]:
+        top, _, rest = name.partition(".")
+        if top == "stem":
+            return spec.stem.wbits, spec.stem.abits
+        if top == "stages":
+            st = spec.stages[int(rest.partition(".")[0])]
+            return st.wbits, st.abits
+        return spec.head.wbits, spec.head.abits
+
+    return bits
+
+
+def attach_fake_quant(model: nn.Module, bits: Callable[[str], tuple[int, int]]) -> nn.Module:
+    """Swap every Conv2d/Linear (in place) for its fake-quantizing form at ``bits(name)``.
+
+    Layers left at 32/32 bits are not swapped, so an unquantized network keeps its plain modules and
+    state-dict keys. Returns ``model``.
+    """
+    targets = [
+        (name, m)
+        for name, m in model.named_modules()
+        if type(m) in (nn.Conv2d, nn.Linear) and bits(name) != (32, 32)
+    ]
+    for name, m in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, _swap(m, *bits(name)))
+    return model
+
+
+def quantized_layers(model: nn.Module) -> dict[str, tuple[int, int]]:
+    return {
+        n: (m.weight_bits, m.act_bits)
+        for n, m in model.named_modules()
+        if isinstance(m, QuantConv2d | QuantLinear)
+    }
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Set activation ranges from data with quantization off (post-training calibration)."""
+    was_training = model.training
+    model.eval()
+    model.apply(disable_fake_quant)
+    model.apply(enable_observer)
+    for xb in batches:
+        model(xb)
+    model.apply(enable_fake_quant)
+    model.train(was_training)
+
+
+def freeze_observers(model: nn.Module) -> None:
+    """Fix the activation ranges: evaluating must not move them (nor the test split leak into them)."""
+    model.apply(disable_observer)
+
+
+def calibration_batches(
+    x: torch.Tensor, *, batches: int, batch_size: int, seed: int = 0
+) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(x), generator=gen)[: batches * batch_size]
+    return [x[idx[i : i + batch_size]] for i in range(0, len(idx), batch_size)]
+
+
+def post_training_quantize(
+    model: nn.Module,
+    calibration: Iterable[torch.Tensor],
+    *,
+    weight_bits: int = 8,
+    act_bits: int = 8,
+) -> nn.Module:
+    """Post-training quantization (in place), simulated: every layer at ``weight_bits``/``act_bits``.
+
+    Weight scales come from the weights; activation ranges from the calibration batches. No training.
+    """
+    attach_fake_quant(model, lambda _name: (weight_bits, act_bits))
+    calibrate(model, calibration)
+    freeze_observers(model)
+    return model

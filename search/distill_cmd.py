@@ -1,0 +1,297 @@
+"""``compactnas distill``: retrain the front's best models from a teacher, beside the same models without one.
+
+Both arms get the same epochs, the same seeds and, per seed, the same initial weights, so the difference
+is the teacher's alone. Results go to OUT/distill.json and to MLflow, as runs nested under the search's
+run; the teacher-trained model of each architecture's best seed (by validation accuracy) is saved under
+OUT/distilled/ in the search's checkpoint format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compactnas.errors import ConfigError
+
+log = logging.getLogger("compactnas")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillConfig:
+    top: int = 3
+    seeds: int = 3
+    epochs: int = 40
+    temperature: float = 4.0
+    alpha: float = 0.7
+    teacher: str | None = None
+    teacher_model: str = "resnet10t"
+    teacher_epochs: int = 20
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        from compactnas.evaluators.distill import check_distill_settings
+
+        for name in ("top", "seeds", "epochs", "teacher_epochs", "threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_distill_settings(self.temperature, self.alpha)
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    return {
+        "values": values,
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
+
+
+def _best_models(summary: dict[str, Any], top: int) -> list[dict[str, Any]]:
+    rows = [r for r in summary.get("pareto", []) if r.get("arch") and r.get("accuracy") is not None]
+    if not rows:
+        raise ConfigError("the search's front holds no model with an accuracy to distill")
+    return sorted(rows, key=lambda r: -r["accuracy"])[:top]
+
+
+def _teacher(
+    out: Path, cfg: DistillConfig, search_cfg: dict[str, Any], data: Any
+) -> tuple[Any, dict[str, Any]]:
+    from compactnas.evaluators import accuracy, count_parameters
+    from compactnas.evaluators.teacher import TeacherConfig, get_teacher, load_teacher
+
+    shape = {
+        "num_classes": data.num_classes,
+        "in_chans": data.input_shape[0],
+        "image_size": data.image_size,
+    }
+    if cfg.teacher is not None:
+        model, meta = load_teacher(cfg.teacher, model=cfg.teacher_model, **shape)
+        path, cached = Path(cfg.teacher).expanduser().resolve(), True
+    else:
+        tc = TeacherConfig(
+            model=cfg.teacher_model, epochs=cfg.teacher_epochs, seed=search_cfg.get("seed", 0)
+        )
+        model, path, meta, cached = get_teacher(
+            data,
+            cache_dir=out / "teachers",
+            source=search_cfg["data"],
+            resize=search_cfg.get("resize"),
+            config=tc,
+        )
+    params = count_parameters(model)
+    info = {
+        "path": str(path),
+        "model": meta.get("model"),
+        "cached": cached,
+        "params": params,
+        "size_bytes": params * 4,
+        "accuracy": accuracy(model, data.val.x, data.val.y),
+        "test_accuracy": accuracy(model, data.test.x, data.test.y),
+    }
+    return model, info
+
+
+def run_distill(out_dir: str | Path, cfg: DistillConfig, *, quiet: bool = False) -> dict[str, Any]:
+    import torch
+
+    from compactnas.data import load_data
+    from compactnas.evaluators import TrainConfig, is_compressed
+    from compactnas.evaluators.distill import TeacherLogits, distillation_loss_fn, retrain
+    from compactnas.search.results import load_summary
+    from compactnas.spaces import parse_arch
+    from compactnas.spaces.layers import count_params, size_bytes
+
+    out = Path(out_dir).expanduser().resolve()
+    summary = load_summary(out)
+    search_cfg = summary.get("config") or {}
+    if "data" not in search_cfg:
+        raise ConfigError(f"{out / 'summary.json'} lacks the search's config")
+    chosen = _best_models(summary, cfg.top)
+    torch.set_num_threads(cfg.threads)
+    data = load_data(
+        search_cfg["data"], seed=search_cfg.get("seed", 0), resize=search_cfg.get("resize")
+    )
+    say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    teacher, teacher_info = _teacher(out, cfg, search_cfg, data)
+    say(
+        f"teacher {teacher_info['model']}: test acc {teacher_info['test_accuracy']:.4f} ({teacher_info['path']})"
+    )
+    logits = TeacherLogits(teacher)
+    loss_fn = distillation_loss_fn(logits, temperature=cfg.temperature, alpha=cfg.alpha)
+
+    models = []
+    for row in chosen:
+        spec = parse_arch(row["arch"])
+        arms: dict[str, dict[str, list[float]]] = {
+            a: {"accuracy": [], "test_accuracy": []} for a in ("distilled", "baseline")
+        }
+        best: tuple[float, Any] | None = None
+        for s in range(cfg.seeds):
+            tc = TrainConfig(
+                epochs=cfg.epochs,
+                batch_size=search_cfg.get("batch_size", 64),
+                lr=search_cfg.get("lr", 0.005),
+                optimizer=search_cfg.get("optimizer", "adamw"),
+                weight_decay=search_cfg.get("weight_decay", 5e-4),
+                seed=search_cfg.get("seed", 0) * 1000 + s,
+            )
+            for arm, fn in (("distilled", loss_fn), ("baseline", None)):
+                model, m = retrain(spec, data, tc, loss_fn=fn)
+                for k in ("accuracy", "test_accuracy"):
+                    arms[arm][k].append(m[k])
+                if arm == "distilled" and (best is None or m["accuracy"] > best[0]):
+                    best = (m["accuracy"], model)
+            say(
+                f"trial {row.get('trial')} seed {s}: test acc distilled {arms['distilled']['test_accuracy'][-1]:.4f}, "
+                f"without teacher {arms['baseline']['test_accuracy'][-1]:.4f}"
+            )
+        ckpt = out / "distilled" / f"trial_{row.get('trial')}.pt"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        assert best is not None
+        torch.save(
+            {
+                "arch": row["arch"], "num_classes": data.num_classes, "input_shape": list(data.input_shape),
+                "data": data.name, "compressed": is_compressed(spec),
+                "metrics": {"accuracy": best[0]}, "state_dict": best[1].state_dict(),
+            },
+            ckpt,
+        )  # fmt: skip
+        result = {
+            "trial": row.get("trial"),
+            "arch": row["arch"],
+            "search_accuracy": row["accuracy"],
+            "params": count_params(spec, data.input_shape, data.num_classes),
+            "size_bytes": size_bytes(spec, data.input_shape, data.num_classes),
+            **{arm: {k: _stats(v) for k, v in vals.items()} for arm, vals in arms.items()},
+            "checkpoint": str(ckpt),
+        }
+        result["test_gain_mean"] = (
+            result["distilled"]["test_accuracy"]["mean"]
+            - result["baseline"]["test_accuracy"]["mean"]
+        )
+        models.append(result)
+
+    report = {
+        "teacher": teacher_info,
+        "settings": {
+            "top": cfg.top, "seeds": cfg.seeds, "epochs": cfg.epochs, "temperature": cfg.temperature,
+            "alpha": cfg.alpha, "kl": "KL(teacher || student), Hinton et al., scaled by T^2",
+        },
+        "models": models,
+        "teacher_cache": {"hits": logits.hits, "misses": logits.misses},
+    }  # fmt: skip
+    report["mlflow"] = _track(out, summary, cfg, report)
+    (out / "distill.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _track(
+    out: Path, summary: dict[str, Any], cfg: DistillConfig, report: dict[str, Any]
+) -> dict[str, Any]:
+    """Nested runs under the search's MLflow run; a tracking failure is a warning, the JSON still stands."""
+    from compactnas.search.tracking import Tracker
+
+    ml = summary.get("mlflow") or {}
+    if not ml.get("tracking_uri") or not ml.get("run_id"):
+        log.warning(
+            "summary.json names no MLflow run: distillation results are in distill.json only"
+        )
+        return {}
+    experiment = (summary.get("config") or {}).get("experiment", "compactnas")
+    runs = []
+    try:
+        tracker = Tracker(ml["tracking_uri"], experiment, out / "mlartifacts")
+        for m in report["models"]:
+            for arm in ("distilled", "baseline"):
+                params = {
+                    "arch": m["arch"], "trial": m["trial"], "arm": arm, "seeds": cfg.seeds, "epochs": cfg.epochs,
+                    "teacher": report["teacher"]["path"] if arm == "distilled" else "none",
+                    **({"temperature": cfg.temperature, "alpha": cfg.alpha} if arm == "distilled" else {}),
+                }  # fmt: skip
+                run_id = tracker.start_child(ml["run_id"], f"distill-{m['trial']}-{arm}", params)
+                tracker.log(run_id, tags={"compactnas.kind": "distill"})
+                for k in ("accuracy", "test_accuracy"):
+                    for step, v in enumerate(m[arm][k]["values"]):
+                        tracker.log(run_id, metrics={f"seed_{k}": v}, step=step)
+                    tracker.log(
+                        run_id,
+                        metrics={f"{k}_mean": m[arm][k]["mean"], f"{k}_std": m[arm][k]["std"]},
+                    )
+                tracker.end(run_id, "FINISHED")
+                runs.append(run_id)
+    except Exception as e:  # noqa: BLE001 - results on disk matter more than the tracking copy
+        log.warning(
+            "could not record distillation in MLflow: %s", str(e).splitlines()[0] if str(e) else e
+        )
+    return {"tracking_uri": ml["tracking_uri"], "parent_run_id": ml["run_id"], "run_ids": runs}
+
+
+def add_parser(sub: Any) -> None:
+    d = DistillConfig()
+    p = sub.add_parser(
+        "distill",
+        help="retrain the front's best models from a large teacher, against the same models without one",
+        description="Retrain the K most accurate models of a search's front with knowledge distillation "
+        "and, side by side, without a teacher at the same budget, over several seeds; results go to "
+        "OUT/distill.json and to the search's MLflow run.",
+    )
+    p.add_argument("out", help="the search's output folder")
+    p.add_argument(
+        "--top", type=int, default=d.top, metavar="K", help=f"how many models (default {d.top})"
+    )
+    p.add_argument(
+        "--teacher",
+        metavar="PATH",
+        help="teacher checkpoint (default: train one, cached in OUT/teachers)",
+    )
+    p.add_argument(
+        "--teacher-model", default=d.teacher_model, help=f"timm teacher (default {d.teacher_model})"
+    )
+    p.add_argument(
+        "--teacher-epochs", type=int, default=d.teacher_epochs, help="epochs for a new teacher"
+    )
+    p.add_argument(
+        "--seeds", type=int, default=d.seeds, help=f"seeds per model and arm (default {d.seeds})"
+    )
+    p.add_argument(
+        "--epochs", type=int, default=d.epochs, help=f"training epochs per run (default {d.epochs})"
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=d.temperature,
+        help=f"softmax temperature T (default {d.temperature:g})",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=d.alpha,
+        help=f"weight of the teacher term (default {d.alpha:g})",
+    )
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (default 1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_distill)
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    cfg = DistillConfig(
+        top=args.top, seeds=args.seeds, epochs=args.epochs, temperature=args.temperature, alpha=args.alpha,
+        teacher=args.teacher, teacher_model=args.teacher_model, teacher_epochs=args.teacher_epochs,
+        threads=args.threads,
+    )  # fmt: skip
+    report = run_distill(args.out, cfg, quiet=args.quiet)
+    t = report["teacher"]
+    print(f"teacher {t['model']} ({t['params']} parameters): test acc {t['test_accuracy']:.4f}")
+    for m in report["models"]:
+        dm, bm = m["distilled"]["test_accuracy"], m["baseline"]["test_accuracy"]
+        print(
+            f"trial {m['trial']}: test acc distilled {dm['mean']:.4f} +- {dm['std']:.4f}, without teacher "
+            f"{bm['mean']:.4f} +- {bm['std']:.4f} ({cfg.seeds} seeds)  {m['arch']}"
+        )
+    print(f"results in {Path(args.out).expanduser().resolve() / 'distill.json'}")
+    return 0

@@ -1,0 +1,59 @@
+"""``compactnas teacher``: train (or find in the cache) the large teacher for a data set."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from compactnas.errors import ConfigError
+
+
+def add_parser(sub: Any) -> None:
+    from compactnas.evaluators.teacher import DEFAULT_MODEL, TeacherConfig
+
+    d = TeacherConfig()
+    p = sub.add_parser(
+        "teacher",
+        help="train the large teacher used for distillation (cached per data set)",
+        description="Train a large timm model from scratch (no weights are downloaded) on a data set and "
+        "cache it under --out, keyed by data source, seed and model name; a cached teacher is reused.",
+    )
+    p.add_argument("--data", required=True, help="digits, npz:PATH, folder:PATH or cifar10:PATH")
+    p.add_argument("--out", required=True, metavar="DIR", help="cache folder for teachers")
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"timm model name (default {DEFAULT_MODEL})"
+    )
+    p.add_argument(
+        "--epochs", type=int, default=d.epochs, help=f"training epochs (default {d.epochs})"
+    )
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--seed", type=int, default=0, help="data split and training seed (default 0)")
+    p.add_argument("--resize", type=int, default=None, metavar="PIXELS", help="resize images first")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument(
+        "--force", action="store_true", help="train again even if a cached teacher exists"
+    )
+    p.set_defaults(func=_cmd_teacher)
+
+
+def _cmd_teacher(args: argparse.Namespace) -> int:
+    import torch
+
+    from compactnas.data import load_data
+    from compactnas.evaluators.teacher import TeacherConfig, get_teacher
+
+    if args.threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    tc = TeacherConfig(model=args.model, epochs=args.epochs, lr=args.lr, seed=args.seed)
+    data = load_data(args.data, seed=args.seed, resize=args.resize)
+    _, path, meta, cached = get_teacher(
+        data, cache_dir=args.out, source=args.data, resize=args.resize, config=tc, force=args.force
+    )
+    m = meta.get("metrics", {})
+    state = "cached" if cached else "trained"
+    print(
+        f"teacher {meta.get('model')} ({state}, {int(m.get('params', 0))} parameters): "
+        f"val acc {m.get('accuracy', float('nan')):.4f}, test acc {m.get('test_accuracy', float('nan')):.4f} -> {path}"
+    )
+    return 0
