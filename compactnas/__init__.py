@@ -6,6 +6,12 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+import logging as _logging  # noqa: E402
+
+# A CUDA build of torch on a CPU-only machine warns at import of cpp_extension (pulled in by
+# torch.utils.benchmark and Ray) that it finds no CUDA runtime: expected here, so kept quiet.
+_logging.getLogger("torch.utils.cpp_extension").setLevel(_logging.ERROR)
+
 from compactnas.errors import CompactnasError  # noqa: E402
 from compactnas.spaces import ArchSpec, create_model, create_space, list_spaces, parse_arch  # noqa: E402
 
@@ -15,6 +21,8 @@ _LAZY = {
     "SearchConfig": ("compactnas.search", "SearchConfig"),
     "load_data": ("compactnas.data", "load_data"),
     "load_profile": ("compactnas.hw_profiles", "load_profile"),
+    "export": ("compactnas.search.export", "export"),
+    "load_exported": ("compactnas.search.export_formats", "load_exported"),
 }
 
 
@@ -33,8 +41,10 @@ __all__ = [
     "SearchConfig",
     "create_model",
     "create_space",
+    "export",
     "list_spaces",
     "load_data",
+    "load_exported",
     "load_profile",
     "parse_arch",
     "run_search",

@@ -26,26 +26,57 @@ def _search_parser(sub: Any) -> None:
         "Settings come from --config FILE.yaml, then from flags, which win.",
     )
     S = argparse.SUPPRESS
-    p.add_argument("--config", metavar="FILE.yaml", help="YAML file with any of the settings below (flags win)")
+    p.add_argument(
+        "--config", metavar="FILE.yaml", help="YAML file with any of the settings below (flags win)"
+    )
     g = p.add_argument_group("what to search")
     g.add_argument("--space", default=S, help="search space: mobile (default) or squeeze")
-    g.add_argument("--data", default=S, help="digits (default), npz:PATH, folder:PATH or cifar10:PATH")
-    g.add_argument("--resize", type=int, default=S, metavar="PIXELS", help="resize images to PIXELS x PIXELS")
-    g.add_argument("--compress", action="store_true", default=S, help="also search pruning ratios and bit-widths")
+    g.add_argument(
+        "--data", default=S, help="digits (default), npz:PATH, folder:PATH or cifar10:PATH"
+    )
+    g.add_argument(
+        "--resize", type=int, default=S, metavar="PIXELS", help="resize images to PIXELS x PIXELS"
+    )
+    g.add_argument(
+        "--compress",
+        action="store_true",
+        default=S,
+        help="also search pruning ratios and bit-widths",
+    )
     g = p.add_argument_group("how to score and search")
     g.add_argument(
-        "--objectives", default=S, help="comma-separated: accuracy,latency,size (default), params, macs, energy, sram"
+        "--objectives",
+        default=S,
+        help="comma-separated: accuracy,latency,size (default), params, macs, energy, sram",
     )
     g.add_argument("--trials", type=int, default=S, help="number of candidates (default 30)")
     g.add_argument("--sampler", default=S, help="nsga2 (default), tpe or random")
     g.add_argument("--population", type=int, default=S, help="NSGA-II population size (default 8)")
-    g.add_argument("--seed", type=int, default=S, help="seed for data split, sampler and training (default 0)")
-    g.add_argument("--device", default=S, help="target device profile (default: latency measured on this host)")
-    g.add_argument("--max-latency-ms", type=float, default=S, help="reject candidates slower than this, untrained")
-    g.add_argument("--max-size-kb", type=float, default=S, help="reject candidates larger than this, untrained")
-    g.add_argument("--max-params", type=int, default=S, help="reject candidates with more parameters, untrained")
+    g.add_argument(
+        "--seed", type=int, default=S, help="seed for data split, sampler and training (default 0)"
+    )
+    g.add_argument(
+        "--device", default=S, help="target device profile (default: latency measured on this host)"
+    )
+    g.add_argument(
+        "--max-latency-ms",
+        type=float,
+        default=S,
+        help="reject candidates slower than this, untrained",
+    )
+    g.add_argument(
+        "--max-size-kb", type=float, default=S, help="reject candidates larger than this, untrained"
+    )
+    g.add_argument(
+        "--max-params",
+        type=int,
+        default=S,
+        help="reject candidates with more parameters, untrained",
+    )
     g = p.add_argument_group("proxy training")
-    g.add_argument("--epochs", type=int, default=S, help="training epochs per candidate (default 15)")
+    g.add_argument(
+        "--epochs", type=int, default=S, help="training epochs per candidate (default 15)"
+    )
     g.add_argument("--batch-size", type=int, default=S, help="batch size (default 64)")
     g.add_argument("--lr", type=float, default=S, help="peak learning rate (default 0.005)")
     g.add_argument("--optimizer", default=S, help="adamw (default) or sgd")
@@ -53,10 +84,44 @@ def _search_parser(sub: Any) -> None:
     g = p.add_argument_group("output and tracking")
     g.add_argument("--out", default=S, help="output folder (default runs/search)")
     g.add_argument("--study-name", default=S, help="Optuna study name (default compactnas)")
-    g.add_argument("--resume", action="store_true", default=S, help="continue the study already in --out")
-    g.add_argument("--tracking-uri", default=S, help="MLflow tracking URI (default: SQLite file in --out)")
+    g.add_argument(
+        "--resume", action="store_true", default=S, help="continue the study already in --out"
+    )
+    g.add_argument(
+        "--tracking-uri", default=S, help="MLflow tracking URI (default: SQLite file in --out)"
+    )
     g.add_argument("--experiment", default=S, help="MLflow experiment name (default compactnas)")
+    g = p.add_argument_group("early stopping and Ray")
+    g.add_argument(
+        "--early-stop",
+        action="store_true",
+        default=S,
+        help="successive halving on accuracy while training",
+    )
+    g.add_argument(
+        "--grace-epochs",
+        type=int,
+        default=S,
+        help="first successive-halving rung, in epochs (default 3)",
+    )
+    g.add_argument(
+        "--halving-rate", type=int, default=S, help="keep the best 1/RATE at each rung (default 3)"
+    )
     g.add_argument("--backend", default=S, help="local (default) or ray")
+    g.add_argument(
+        "--address", default=S, help="Ray cluster to join (default: start a local Ray instance)"
+    )
+    g.add_argument(
+        "--concurrency", type=int, default=S, help="trials running at once on Ray (default 2)"
+    )
+    g.add_argument("--cpus-per-trial", type=float, default=S, help="CPUs per Ray trial (default 1)")
+    g.add_argument("--gpus-per-trial", type=float, default=S, help="GPUs per Ray trial (default 0)")
+    g.add_argument(
+        "--max-retries",
+        type=int,
+        default=S,
+        help="retries of a trial whose worker died (default 2)",
+    )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_search)
 
@@ -72,8 +137,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     result = run_search(cfg, quiet=args.quiet)
     s = result.summary
     print(
-        f"{s['n_complete']} complete, {s['n_failed']} failed, {s['n_infeasible']} infeasible of "
-        f"{s['n_trials']} trials; hypervolume {s['hypervolume']:.4f}; results in {result.out_dir}"
+        f"{s['n_complete']} complete, {s['n_failed']} failed, {s['n_infeasible']} infeasible, "
+        f"{s['n_stopped_early']} stopped early of {s['n_trials']} trials; "
+        f"hypervolume {s['hypervolume']:.4f}; results in {result.out_dir}"
     )
     print_front(s)
     return 0
@@ -108,7 +174,9 @@ def print_front(summary: dict[str, Any]) -> None:
 
 
 def _show_parser(sub: Any) -> None:
-    p = sub.add_parser("show", help="print a search's Pareto front", description="Print the front of a search.")
+    p = sub.add_parser(
+        "show", help="print a search's Pareto front", description="Print the front of a search."
+    )
     p.add_argument("out", help="the search's output folder")
     p.add_argument("--json", action="store_true", help="print summary.json instead of a table")
     p.set_defaults(func=_cmd_show)
@@ -123,7 +191,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
-    print(f"{s['n_complete']} complete, {s['n_failed']} failed of {s['n_trials']} trials; hypervolume {s['hypervolume']:.4f}")
+    print(
+        f"{s['n_complete']} complete, {s['n_failed']} failed of {s['n_trials']} trials; hypervolume {s['hypervolume']:.4f}"
+    )
     print_front(s)
     return 0
 
@@ -140,12 +210,16 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().resolve()
     db = out / "mlflow.db"
     if not db.is_file():
-        raise ConfigError(f"{out} holds no MLflow store (no mlflow.db); was it searched with --tracking-uri?")
+        raise ConfigError(
+            f"{out} holds no MLflow store (no mlflow.db); was it searched with --tracking-uri?"
+        )
     cmd = [
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}",
         "--default-artifact-root", (out / "mlartifacts").as_uri(), "--host", args.host, "--port", str(args.port),
     ]  # fmt: skip
-    print(f"MLflow UI for {out} at http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
+    print(
+        f"MLflow UI for {out} at http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr
+    )
     os.execv(sys.executable, cmd)
     return 0  # not reached
 
@@ -175,7 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Subcommands that live beside the code they drive; each module has add_parser(subparsers).
-_EXTENSIONS = ("compactnas.hw_profiles.cli",)
+_EXTENSIONS = (
+    "compactnas.hw_profiles.cli",
+    "compactnas.search.export_cmd",
+    "compactnas.search.teacher_cmd",
+    "compactnas.search.distill_cmd",
+    "compactnas.search.jobs_cmd",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,7 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compactnas: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("compactnas: interrupted; completed trials are saved (continue with --resume)", file=sys.stderr)
+        print(
+            "compactnas: interrupted; completed trials are saved (continue with --resume)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -49,10 +49,23 @@ class SearchConfig:
     tracking_uri: str | None = None
     experiment: str = "compactnas"
     backend: str = "local"
+    # Ray backend and early stopping
+    address: str | None = None
+    concurrency: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_retries: int = 2
+    early_stop: bool = False
+    grace_epochs: int = 3
+    halving_rate: int = 3
 
     def __post_init__(self) -> None:
         if isinstance(self.objectives, str):
-            object.__setattr__(self, "objectives", tuple(o.strip() for o in self.objectives.split(",") if o.strip()))
+            object.__setattr__(
+                self,
+                "objectives",
+                tuple(o.strip() for o in self.objectives.split(",") if o.strip()),
+            )
         else:
             object.__setattr__(self, "objectives", tuple(self.objectives))
         if not self.objectives:
@@ -60,14 +73,34 @@ class SearchConfig:
         if len(set(self.objectives)) != len(self.objectives):
             raise ConfigError(f"objectives repeat a name: {','.join(self.objectives)}")
         if self.sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler '{self.sampler}' (use one of: {', '.join(SAMPLERS)})")
+            raise ConfigError(
+                f"unknown sampler '{self.sampler}' (use one of: {', '.join(SAMPLERS)})"
+            )
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer '{self.optimizer}' (use one of: {', '.join(OPTIMIZERS)})")
+            raise ConfigError(
+                f"unknown optimizer '{self.optimizer}' (use one of: {', '.join(OPTIMIZERS)})"
+            )
         if self.backend not in BACKENDS:
-            raise ConfigError(f"unknown backend '{self.backend}' (use one of: {', '.join(BACKENDS)})")
-        for name in ("trials", "epochs", "batch_size", "threads", "latency_threads"):
+            raise ConfigError(
+                f"unknown backend '{self.backend}' (use one of: {', '.join(BACKENDS)})"
+            )
+        for name in (
+            "trials",
+            "epochs",
+            "batch_size",
+            "threads",
+            "latency_threads",
+            "concurrency",
+            "grace_epochs",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.halving_rate < 2:
+            raise ConfigError(f"halving_rate must be >= 2, got {self.halving_rate}")
+        if self.max_retries < 0:
+            raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
+        if not self.cpus_per_trial > 0 or self.gpus_per_trial < 0:
+            raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0")
         if self.population < 2:
             raise ConfigError(f"population must be >= 2, got {self.population}")
         for name in ("max_latency_ms", "max_size_kb", "max_params", "lr"):
@@ -102,13 +135,17 @@ def _coerce(name: str, value: Any) -> Any:
             return value
         if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
             return tuple(value)
-        raise ConfigError("config field 'objectives' must be a list of names or a comma-separated string")
+        raise ConfigError(
+            "config field 'objectives' must be a list of names or a comma-separated string"
+        )
     expected = type(default) if default is not None else None
     if name in ("resize", "max_params"):
         expected = int
     if name == "max_latency_ms" or name == "max_size_kb":
         expected = float
-    if name in ("device", "tracking_uri"):
+    if name in ("cpus_per_trial", "gpus_per_trial"):
+        expected = float
+    if name in ("device", "tracking_uri", "address"):
         expected = str
     if expected is bool:
         if not isinstance(value, bool):
@@ -120,13 +157,17 @@ def _coerce(name: str, value: Any) -> Any:
         return value
     if expected is str and isinstance(value, str):
         return value
-    raise ConfigError(f"config field '{name}' must be {expected.__name__ if expected else 'a value'}, got {value!r}")
+    raise ConfigError(
+        f"config field '{name}' must be {expected.__name__ if expected else 'a value'}, got {value!r}"
+    )
 
 
 def config_from_mapping(values: dict[str, Any], *, source: str = "config") -> SearchConfig:
     unknown = sorted(set(values) - set(_FIELDS))
     if unknown:
-        raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)} (known: {', '.join(_FIELDS)})")
+        raise ConfigError(
+            f"{source}: unknown field(s) {', '.join(unknown)} (known: {', '.join(_FIELDS)})"
+        )
     return SearchConfig(**{k: _coerce(k, v) for k, v in values.items()})
 
 
@@ -144,7 +185,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ConfigError(f"config file {p} must hold a mapping of settings, got {type(values).__name__}")
+        raise ConfigError(
+            f"config file {p} must hold a mapping of settings, got {type(values).__name__}"
+        )
     values = {str(k).replace("-", "_"): v for k, v in values.items()}
     config_from_mapping(values, source=str(p))  # validate early, naming the file
     return values

@@ -7,7 +7,13 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.progress import Progress as RichProgress
 
 
@@ -19,6 +25,7 @@ class Progress:
         self.done = done
         self.failed = 0
         self.infeasible = 0
+        self.stopped = 0
         self.front = 0
         self.quiet = quiet
         self.console = Console(stderr=True, highlight=False)
@@ -40,7 +47,9 @@ class Progress:
                 disable=not self.console.is_terminal,
             )
             self._bar.__enter__()
-            self._task = self._bar.add_task("search", total=self.total, completed=self.done, stats=self._stats())
+            self._task = self._bar.add_task(
+                "search", total=self.total, completed=self.done, stats=self._stats()
+            )
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -49,7 +58,7 @@ class Progress:
             self._bar = None
 
     def _stats(self) -> str:
-        return f"failed {self.failed}  infeasible {self.infeasible}  front {self.front}"
+        return f"failed {self.failed}  infeasible {self.infeasible}  stopped {self.stopped}  front {self.front}"
 
     def note(self, text: str) -> None:
         if not self.quiet:
@@ -64,11 +73,14 @@ class Progress:
             self.failed += 1
         elif outcome == "infeasible":
             self.infeasible += 1
-        secs = time.time() - self._started.pop(number, time.time())
+        elif outcome == "stopped":
+            self.stopped += 1
+        started = self._started.pop(number, None)
+        took = f"{time.time() - started:.1f} s, " if started is not None else ""
         if not self.quiet:
             colour = {"ok": "green", "failed": "red", "infeasible": "yellow"}.get(outcome, "cyan")
             self.console.print(
-                f"[{colour}]trial {number:>4} {outcome:<10}[/{colour}] {detail}  [dim]({secs:.1f} s, "
+                f"[{colour}]trial {number:>4} {outcome:<10}[/{colour}] {detail}  [dim]({took}"
                 f"{self.done}/{self.total})[/dim]"
             )
             if self._bar is not None:

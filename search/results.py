@@ -47,9 +47,13 @@ def pareto_front(complete: pd.DataFrame, objectives: Sequence[Objective]) -> pd.
     return front.sort_values(sort, ascending=asc).reset_index(drop=True)
 
 
-def hypervolume(points: np.ndarray, reference: np.ndarray, lower: np.ndarray | None = None) -> float:
+def hypervolume(
+    points: np.ndarray, reference: np.ndarray, lower: np.ndarray | None = None
+) -> float:
     """Hypervolume of minimisation points, normalised to the box [lower, reference] (1.0 = whole box)."""
-    from optuna._hypervolume import compute_hypervolume  # one wrapped private call; optuna is pinned
+    from optuna._hypervolume import (
+        compute_hypervolume,  # one wrapped private call; optuna is pinned
+    )
 
     if len(points) == 0:
         return 0.0
@@ -113,8 +117,11 @@ def write_results(
         "n_trials": int(len(trials)),
         "n_complete": int((trials["state"] == "COMPLETE").sum()) if not trials.empty else 0,
         "n_failed": int((trials["state"] == "FAIL").sum()) if not trials.empty else 0,
-        "n_infeasible": int((trials["state"] == "PRUNED").sum()) if not trials.empty else 0,
-        "objectives": [{"name": o.name, "metric": o.metric, "direction": o.direction} for o in objectives],
+        "n_infeasible": int((trials["state"] == "INFEASIBLE").sum()) if not trials.empty else 0,
+        "n_stopped_early": int((trials["state"] == "STOPPED").sum()) if not trials.empty else 0,
+        "objectives": [
+            {"name": o.name, "metric": o.metric, "direction": o.direction} for o in objectives
+        ],
         "hypervolume": hv,
         "hypervolume_reference": {o.metric: float(r) for o, r in zip(objectives, ref, strict=True)},
         "pareto": front_records(front),
@@ -125,7 +132,9 @@ def write_results(
     return summary
 
 
-def plot_front(path: Path, complete: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[Objective]) -> None:
+def plot_front(
+    path: Path, complete: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[Objective]
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,7 +147,9 @@ def plot_front(path: Path, complete: pd.DataFrame, front: pd.DataFrame, objectiv
             ax.scatter(complete[o.metric], complete["accuracy"], s=14, c="0.7", label="evaluated")
         if not front.empty:
             f = front.sort_values(o.metric)
-            ax.scatter(f[o.metric], f["accuracy"], s=30, c="tab:red", label="Pareto front (all objectives)")
+            ax.scatter(
+                f[o.metric], f["accuracy"], s=30, c="tab:red", label="Pareto front (all objectives)"
+            )
         ax.set_xlabel(o.label)
         ax.set_ylabel("validation accuracy")
         if o.metric in ("size_bytes", "params", "macs"):

@@ -23,6 +23,7 @@ from compactnas.data import Dataset, load_data
 from compactnas.errors import ConfigError, TrialDiverged
 from compactnas.search.candidate import Infeasible, evaluate_candidate
 from compactnas.search.config import SearchConfig
+from compactnas.search.early_stop import SuccessiveHalving
 from compactnas.search.objectives import Objective, resolve_objectives
 from compactnas.search.progress import Progress
 from compactnas.search.results import pareto_front, write_results
@@ -49,7 +50,9 @@ def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
     if cfg.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=cfg.population, seed=cfg.seed)
     if cfg.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(10, max(2, cfg.trials // 3)))
+        return optuna.samplers.TPESampler(
+            seed=cfg.seed, n_startup_trials=min(10, max(2, cfg.trials // 3))
+        )
     return optuna.samplers.RandomSampler(seed=cfg.seed)
 
 
@@ -57,23 +60,42 @@ def storage_url(out_dir: Path) -> str:
     return f"sqlite:///{out_dir / 'study.db'}"
 
 
-def resolve_latency_model(cfg: SearchConfig, objectives: list[Objective]) -> Any | None:
-    """The device profile's model, or None to measure on this host."""
+def resolve_latency_model(
+    cfg: SearchConfig, objectives: list[Objective], *, num_classes: int = 10
+) -> Any | None:
+    """The device profile's model, or None to measure on this host.
+
+    An objective the profile cannot score (energy without energy figures, sram on a device without
+    SRAM limits) is an error before anything runs. A measured-table profile times a block it lacks
+    on this host the first time it is needed, so a new block never fails a trial.
+    """
     if cfg.device is None:
         missing = [o.name for o in objectives if o.needs]
         if missing:
-            raise ConfigError(f"objective(s) {', '.join(missing)} need a device profile (--device NAME)")
+            raise ConfigError(
+                f"objective(s) {', '.join(missing)} need a device profile (--device NAME)"
+            )
         return None
-    from compactnas.hw_profiles import create_latency_model
+    from compactnas.hw_profiles import create_latency_model, load_profile
 
-    model = create_latency_model(cfg.device)
-    return model
+    profile = load_profile(cfg.device)
+    lacks = {"energy": profile.energy is None, "sram": profile.memory is None}
+    unscorable = [o.name for o in objectives if o.needs and lacks.get(o.needs, False)]
+    if unscorable:
+        raise ConfigError(
+            f"device '{profile.name}' has no figures for objective(s) {', '.join(unscorable)}"
+        )
+    return create_latency_model(profile, num_classes=num_classes, on_missing="measure")
 
 
 def _open_study(cfg: SearchConfig, objectives: list[Objective]) -> optuna.Study:
     out = cfg.out_dir
     url = storage_url(out)
-    existing = [s.study_name for s in optuna.get_all_study_summaries(url)] if (out / "study.db").exists() else []
+    existing = (
+        [s.study_name for s in optuna.get_all_study_summaries(url)]
+        if (out / "study.db").exists()
+        else []
+    )
     if cfg.study_name in existing and not cfg.resume:
         raise ConfigError(
             f"{out} already holds study '{cfg.study_name}': pass --resume to continue it, or choose another --out"
@@ -93,7 +115,9 @@ def _open_study(cfg: SearchConfig, objectives: list[Objective]) -> optuna.Study:
         changed = [k for k in _IDENTITY if stored.get(k) != now.get(k)]
         if changed:
             diffs = ", ".join(f"{k}: {stored.get(k)!r} -> {now.get(k)!r}" for k in changed)
-            raise ConfigError(f"cannot resume study '{cfg.study_name}' with different settings ({diffs})")
+            raise ConfigError(
+                f"cannot resume study '{cfg.study_name}' with different settings ({diffs})"
+            )
     return study
 
 
@@ -102,7 +126,10 @@ def trials_frame(study: optuna.Study, objectives: list[Objective]) -> pd.DataFra
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.RUNNING or t.user_attrs.get("interrupted"):
             continue
-        row: dict[str, Any] = {"trial": t.number, "state": t.state.name, "arch": t.user_attrs.get("arch")}
+        state = t.state.name
+        if t.state == TrialState.PRUNED:
+            state = "STOPPED" if "stopped_early" in t.user_attrs else "INFEASIBLE"
+        row: dict[str, Any] = {"trial": t.number, "state": state, "arch": t.user_attrs.get("arch")}
         row.update(t.user_attrs.get("metrics", {}))
         row["error"] = t.user_attrs.get("error") or t.user_attrs.get("infeasible")
         row["duplicate_of"] = t.user_attrs.get("duplicate_of")
@@ -126,7 +153,9 @@ def _recover_interrupted(study: optuna.Study, tracker: Tracker | None) -> int:
         run_id = t.user_attrs.get("mlflow_run_id")
         if tracker is not None and run_id:
             try:
-                tracker.log(run_id, tags={"compactnas.error": "interrupted: the search process stopped"})
+                tracker.log(
+                    run_id, tags={"compactnas.error": "interrupted: the search process stopped"}
+                )
                 tracker.end(run_id, "KILLED")
             except Exception as e:  # noqa: BLE001 - tracking must not block recovery
                 log.warning("could not mark MLflow run %s as killed: %s", run_id, e)
@@ -134,13 +163,34 @@ def _recover_interrupted(study: optuna.Study, tracker: Tracker | None) -> int:
     return n
 
 
+def _halving(cfg: SearchConfig, study: optuna.Study) -> SuccessiveHalving | None:
+    if not cfg.early_stop:
+        return None
+    history: dict[int, list[float]] = {}
+    for t in study.get_trials(deepcopy=False):
+        for k, v in t.user_attrs.get("rungs", {}).items():
+            history.setdefault(int(k), []).append(v)
+    return SuccessiveHalving(
+        grace=cfg.grace_epochs, rate=cfg.halving_rate, max_epochs=cfg.epochs, history=history
+    )
+
+
 def _budget_used(study: optuna.Study) -> int:
     done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sum(1 for t in study.get_trials(deepcopy=False, states=done) if not t.user_attrs.get("interrupted"))
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=done)
+        if not t.user_attrs.get("interrupted")
+    )
 
 
 def _trial_params(cfg: SearchConfig, trial: optuna.trial.Trial, spec: ArchSpec) -> dict[str, Any]:
-    return {"arch": str(spec), "trial": trial.number, "space": cfg.space, **{f"p.{k}": v for k, v in trial.params.items()}}
+    return {
+        "arch": str(spec),
+        "trial": trial.number,
+        "space": cfg.space,
+        **{f"p.{k}": v for k, v in trial.params.items()},
+    }
 
 
 def run_search(
@@ -163,8 +213,9 @@ def run_search(
 
         return run_ray_search(cfg, data=data, quiet=quiet)
     objectives = resolve_objectives(cfg.objectives)
-    latency_model = resolve_latency_model(cfg, objectives)
+    resolve_latency_model(cfg, objectives)  # an unknown device fails before data are loaded
     data = data if data is not None else load_data(cfg.data, seed=cfg.seed, resize=cfg.resize)
+    latency_model = resolve_latency_model(cfg, objectives, num_classes=data.num_classes)
     space = create_space(cfg.space, image_size=data.image_size, compress=cfg.compress)
     out = cfg.out_dir
     try:
@@ -173,8 +224,12 @@ def run_search(
         raise ConfigError(f"cannot create output folder {out}: {e.strerror}") from None
     study = _open_study(cfg, objectives)
 
-    tracker = Tracker(cfg.tracking_uri or default_tracking_uri(out), cfg.experiment, out / "mlartifacts")
-    parent_id = tracker.start_parent(cfg.study_name, cfg.to_dict(), study.user_attrs.get("mlflow_run_id"))
+    tracker = Tracker(
+        cfg.tracking_uri or default_tracking_uri(out), cfg.experiment, out / "mlartifacts"
+    )
+    parent_id = tracker.start_parent(
+        cfg.study_name, cfg.to_dict(), study.user_attrs.get("mlflow_run_id")
+    )
     study.set_user_attr("mlflow_run_id", parent_id)
     recovered = _recover_interrupted(study, tracker)
 
@@ -183,8 +238,11 @@ def run_search(
     torch.set_num_threads(cfg.threads)
     seen: dict[str, tuple[int, list[float], dict[str, float]]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        seen.setdefault(t.user_attrs["arch"], (t.number, list(t.values), t.user_attrs.get("metrics", {})))
+        seen.setdefault(
+            t.user_attrs["arch"], (t.number, list(t.values), t.user_attrs.get("metrics", {}))
+        )
     used = _budget_used(study)
+    halving = _halving(cfg, study)
     progress = Progress(total=cfg.trials, done=used, quiet=quiet)
     if recovered:
         progress.note(f"resumed: {recovered} interrupted trial(s) queued again")
@@ -195,11 +253,27 @@ def run_search(
     try:
         with progress:
             while used < cfg.trials:
-                _run_one(cfg, study, space, data, objectives, latency_model, tracker, parent_id, seen, progress)
+                _run_one(
+                    cfg,
+                    study,
+                    space,
+                    data,
+                    objectives,
+                    latency_model,
+                    tracker,
+                    parent_id,
+                    seen,
+                    progress,
+                    halving,
+                )
                 used += 1
-                front = pareto_front(trials_frame(study, objectives).query("state == 'COMPLETE'"), objectives)
+                front = pareto_front(
+                    trials_frame(study, objectives).query("state == 'COMPLETE'"), objectives
+                )
                 progress.front = len(front)
-                tracker.log(parent_id, metrics={"trials_done": used, "front_size": len(front)}, step=used)
+                tracker.log(
+                    parent_id, metrics={"trials_done": used, "front_size": len(front)}, step=used
+                )
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -207,7 +281,11 @@ def run_search(
         trials = trials_frame(study, objectives)
         extra = {
             "config": cfg.to_dict(),
-            "data": {"name": data.name, "input_shape": list(data.input_shape), "num_classes": data.num_classes},
+            "data": {
+                "name": data.name,
+                "input_shape": list(data.input_shape),
+                "num_classes": data.num_classes,
+            },
             "device": cfg.device or "host",
             "elapsed_s": round(time.time() - started, 2),
             "mlflow": {"tracking_uri": tracker.uri, "run_id": parent_id},
@@ -247,6 +325,7 @@ def _run_one(
     parent_id: str,
     seen: dict[str, tuple[int, list[float], dict[str, float]]],
     progress: Progress,
+    halving: SuccessiveHalving | None = None,
 ) -> None:
     trial = study.ask()
     try:
@@ -258,7 +337,9 @@ def _run_one(
         return
     arch = str(spec)
     trial.set_user_attr("arch", arch)
-    run_id = tracker.start_child(parent_id, f"trial-{trial.number}", _trial_params(cfg, trial, spec))
+    run_id = tracker.start_child(
+        parent_id, f"trial-{trial.number}", _trial_params(cfg, trial, spec)
+    )
     trial.set_user_attr("mlflow_run_id", run_id)
     progress.start(trial.number, arch)
 
@@ -274,6 +355,7 @@ def _run_one(
         return
 
     t0 = time.time()
+    rungs: dict[int, float] = {}
     try:
         result = evaluate_candidate(
             spec,
@@ -281,13 +363,20 @@ def _run_one(
             cfg,
             trial_number=trial.number,
             latency_model=latency_model,
+            report=halving.reporter(rungs) if halving is not None else None,
             checkpoint=cfg.out_dir / "checkpoints" / f"trial_{trial.number}.pt",
         )
     except (Exception, TrialDiverged) as e:  # noqa: BLE001 - one bad candidate must not end the search
         reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
         trial.set_user_attr("error", reason)
         study.tell(trial, state=TrialState.FAIL)
-        tracker.log(run_id, tags={"compactnas.error": reason, "compactnas.traceback": traceback.format_exc()[-4000:]})
+        tracker.log(
+            run_id,
+            tags={
+                "compactnas.error": reason,
+                "compactnas.traceback": traceback.format_exc()[-4000:],
+            },
+        )
         tracker.end(run_id, "FAILED")
         progress.trial_done(trial.number, "failed", reason)
         return
@@ -303,6 +392,20 @@ def _run_one(
         return
 
     result["train_seconds"] = round(time.time() - t0, 3)
+    if rungs:
+        trial.set_user_attr("rungs", {str(k): v for k, v in rungs.items()})
+    if result.get("stopped_early"):
+        # Stopped by successive halving: its accuracy is a partial one, so it does not join the front.
+        epochs = int(result["epochs"])
+        trial.set_user_attr("metrics", result)
+        trial.set_user_attr("stopped_early", epochs)
+        study.tell(trial, state=TrialState.PRUNED)
+        tracker.log(run_id, metrics=result, tags={"compactnas.stopped_early": epochs})
+        tracker.end(run_id, "FINISHED")
+        progress.trial_done(
+            trial.number, "stopped", f"acc {result['accuracy']:.3f} after {epochs} epochs"
+        )
+        return
     values = [result[o.metric] for o in objectives]
     trial.set_user_attr("metrics", result)
     study.tell(trial, values)

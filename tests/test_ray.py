@@ -1,0 +1,249 @@
+"""The Ray backend on a real local cluster: a head and a second node on loopback, a real MLflow server."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+pytestmark = pytest.mark.ray
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray(*args, env=None, check=True):
+    return subprocess.run(
+        [str(BIN / "ray"), *args], capture_output=True, text=True, timeout=180, env=env, check=check
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """`ray start --head` plus a second node joining it, and `mlflow server` on a SQLite store."""
+    root = tmp_path_factory.mktemp("cluster")
+    port = _free_port()
+    # As on a real cluster, the nodes run inside the environment where compactnas is installed.
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    _ray("stop", "--force", check=False)
+    dash = _free_port()
+    _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         "--disable-usage-stats", env=env)  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    _ray("start", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+         "--disable-usage-stats", env=env)  # fmt: skip
+    mport = _free_port()
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(mport),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{mport}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(uri + "/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail("mlflow server did not start")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    yield {
+        "address": address,
+        "tracking_uri": uri,
+        "root": root,
+        "jobs": f"http://127.0.0.1:{dash}",
+    }
+    server.terminate()
+    server.wait(timeout=30)
+    _ray("stop", "--force", check=False)
+
+
+def _argv(out, cluster, trials, extra=()):
+    return [
+        sys.executable, "-m", "compactnas", "search", "--backend", "ray", "--address", cluster["address"],
+        "--tracking-uri", cluster["tracking_uri"], "--experiment", out.name, "--trials", str(trials),
+        "--epochs", "2", "--concurrency", "2", "--population", "4", "--out", str(out), "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def _server_runs(cluster, experiment):
+    client = MlflowClient(cluster["tracking_uri"])
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_search_on_cluster_logs_every_trial_to_the_server(cluster, tmp_path):
+    out = tmp_path / "ray-small"
+    proc = subprocess.run(_argv(out, cluster, 4), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_trials"] == 4 and s["n_complete"] == 4 and s["backend"] == "ray"
+    assert s["pareto"] and all(
+        k in s["pareto"][0] for k in ("arch", "accuracy", "latency_ms", "size_bytes")
+    )
+    runs = _server_runs(cluster, out.name)
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == s["mlflow"]["run_id"]]
+    assert len(parent) == 1 and len(children) == 4
+    assert all("accuracy" in c.data.metrics and c.info.status == "FINISHED" for c in children)
+    assert {c.data.params["arch"] for c in children} >= {r["arch"] for r in s["pareto"]}
+
+
+def test_unreachable_tracking_server_fails_before_any_trial(cluster, tmp_path):
+    argv = _argv(tmp_path / "o", cluster, 2)
+    argv[argv.index("--tracking-uri") + 1] = f"http://127.0.0.1:{_free_port()}"
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "cannot reach the MLflow tracking server" in proc.stderr
+    assert (
+        not (tmp_path / "o" / "study.db").exists()
+        or not optuna.load_study(
+            study_name="compactnas", storage=f"sqlite:///{tmp_path / 'o' / 'study.db'}"
+        ).trials
+    )
+
+
+def _trial_workers():
+    found = []
+    for p in psutil.process_iter(["cmdline", "name"]):
+        text = " ".join(p.info["cmdline"] or []) + " " + (p.info["name"] or "")
+        if "ImplicitFunc" in text or "_trainable" in text:
+            found.append(p)
+    return found
+
+
+def test_killed_worker_gets_its_trial_retried(cluster, tmp_path):
+    out = tmp_path / "ray-kill-worker"
+    proc = subprocess.Popen(
+        _argv(out, cluster, 4, ["--max-retries", "2"]), stderr=subprocess.PIPE, text=True
+    )
+    killed = None
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and killed is None and proc.poll() is None:
+            workers = _trial_workers()
+            if workers:
+                time.sleep(4.0)  # let it create its MLflow run and start training
+                workers = _trial_workers()
+                if workers:
+                    killed = workers[0].pid
+                    os.kill(killed, signal.SIGKILL)
+            time.sleep(0.2)
+        assert killed, "no trial worker process was seen"
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_trials"] == 4 and s["n_complete"] == 4, s
+    runs = _server_runs(cluster, out.name)
+    killed_runs = [r for r in runs if r.info.status == "KILLED"]
+    assert killed_runs, "the killed attempt should be recorded"
+    retried = killed_runs[0].data.params["trial"]
+    finished = [
+        r for r in runs if r.data.params.get("trial") == retried and r.info.status == "FINISHED"
+    ]
+    assert finished and "accuracy" in finished[0].data.metrics
+
+
+def test_killed_driver_resumes_without_losing_trials(cluster, tmp_path):
+    out = tmp_path / "ray-kill-driver"
+    db = out / "study.db"
+    proc = subprocess.Popen(
+        _argv(out, cluster, 6), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    before = {}
+    deadline = time.time() + 400
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if db.exists():
+                try:
+                    st = optuna.load_study(study_name="compactnas", storage=f"sqlite:///{db}")
+                    before = {
+                        t.number: t.values for t in st.trials if t.state == TrialState.COMPLETE
+                    }
+                except Exception:  # noqa: BLE001 - the study is still being created
+                    before = {}
+                if len(before) >= 2:
+                    break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the search ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    st = optuna.load_study(study_name="compactnas", storage=f"sqlite:///{db}")
+    before = {t.number: t.values for t in st.trials if t.state == TrialState.COMPLETE}
+    resumed = subprocess.run(
+        _argv(out, cluster, 6, ["--resume"]), capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    st = optuna.load_study(study_name="compactnas", storage=f"sqlite:///{db}")
+    after = {t.number: t.values for t in st.trials if t.state == TrialState.COMPLETE}
+    assert all(after[k] == v for k, v in before.items())
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_trials"] == 6 and s["n_complete"] == 6
+    assert not [t for t in st.trials if t.state == TrialState.RUNNING]
+
+
+def test_submit_a_search_as_a_ray_job(cluster, tmp_path):
+    from compactnas.search.jobs_cmd import job_entrypoint
+
+    assert (
+        job_entrypoint(["--", "search", "--trials", "2"])
+        == "python -m compactnas search --trials 2 --backend ray"
+    )
+    out = tmp_path / "job-search"
+    cli = [sys.executable, "-m", "compactnas"]
+    submit = cli + ["submit", "--address", cluster["jobs"], "--", "search", "--trials", "2", "--epochs", "1",
+                    "--out", str(out), "--tracking-uri", cluster["tracking_uri"], "--experiment", "jobs", "-q"]  # fmt: skip
+    proc = subprocess.run(submit, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    job_id = proc.stdout.strip().splitlines()[-1]
+    status = ""
+    deadline = time.time() + 400
+    while time.time() < deadline:
+        status = subprocess.run(cli + ["jobs", "status", job_id, "--address", cluster["jobs"]],
+                                capture_output=True, text=True, timeout=120).stdout.strip()  # fmt: skip
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            break
+        time.sleep(2)
+    logs = subprocess.run(cli + ["jobs", "logs", job_id, "--address", cluster["jobs"]],
+                          capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    assert status == "SUCCEEDED", logs[-3000:]
+    assert "2 complete" in logs
+    listed = subprocess.run(
+        cli + ["jobs", "list", "--address", cluster["jobs"]], capture_output=True, text=True
+    )
+    assert job_id in listed.stdout
+    s = json.loads((out / "summary.json").read_text())
+    assert s["backend"] == "ray" and s["n_complete"] == 2
+    bad = subprocess.run(cli + ["jobs", "list", "--address", f"http://127.0.0.1:{_free_port()}"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "cannot reach the Ray job server" in bad.stderr
