@@ -1,6 +1,6 @@
 """Run every benchmark in this folder (each writes its JSON to benchmarks/results/).
 
-    python benchmarks/run_all.py [--quick] [--only NAME ...]
+python benchmarks/run_all.py [--quick] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ def main() -> int:
         t0 = time.time()
         print(f"== {script.stem}", flush=True)
         rc = subprocess.call([sys.executable, str(script), *(["--quick"] if args.quick else [])])
-        print(f"== {script.stem}: {'ok' if rc == 0 else f'FAILED ({rc})'} in {time.time() - t0:.0f} s", flush=True)
+        print(
+            f"== {script.stem}: {'ok' if rc == 0 else f'FAILED ({rc})'} in {time.time() - t0:.0f} s",
+            flush=True,
+        )
         if rc:
             failed.append(script.stem)
     report = HERE / "report.py"

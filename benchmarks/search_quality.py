@@ -67,7 +67,10 @@ def main(argv: list[str] | None = None) -> dict:
                         ),
                     }
                 )
-                print(f"{sampler:>6} seed {seed}: {r.summary['n_complete']} complete in {elapsed:.0f} s", flush=True)
+                print(
+                    f"{sampler:>6} seed {seed}: {r.summary['n_complete']} complete in {elapsed:.0f} s",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -95,16 +98,35 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "search_quality",
         "data": "digits",
-        "settings": {"trials": trials, "epochs": epochs, "seeds": args.seeds, "population": 8, "quick": args.quick},
-        "reference_point": {"error": float(ref[0]), "latency_ms": float(ref[1]), "size_bytes": float(ref[2])},
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version()},
+        "settings": {
+            "trials": trials,
+            "epochs": epochs,
+            "seeds": args.seeds,
+            "population": 8,
+            "quick": args.quick,
+        },
+        "reference_point": {
+            "error": float(ref[0]),
+            "latency_ms": float(ref[1]),
+            "size_bytes": float(ref[2]),
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "python": platform.python_version(),
+        },
         "samplers": stats,
-        "hypervolume_ratio_nsga2_over_random": stats["nsga2"]["hypervolume_mean"] / stats["random"]["hypervolume_mean"],
+        "hypervolume_ratio_nsga2_over_random": stats["nsga2"]["hypervolume_mean"]
+        / stats["random"]["hypervolume_mean"],
         "runs": per_run,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("samplers", "hypervolume_ratio_nsga2_over_random")}, indent=2))
+    print(
+        json.dumps(
+            {k: result[k] for k in ("samplers", "hypervolume_ratio_nsga2_over_random")}, indent=2
+        )
+    )
     return result
 
 

@@ -61,7 +61,9 @@ def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
         if x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
             return x.transpose(0, 3, 1, 2)
         return x
-    raise DataError(f"{where}: 'x' must have 3 (N,H,W) or 4 (N,C,H,W / N,H,W,C) dimensions, got shape {x.shape}")
+    raise DataError(
+        f"{where}: 'x' must have 3 (N,H,W) or 4 (N,C,H,W / N,H,W,C) dimensions, got shape {x.shape}"
+    )
 
 
 def _as_float(x: np.ndarray, where: str) -> np.ndarray:
@@ -130,7 +132,9 @@ def _make(
     if len(y) < 10:
         raise DataError(f"{name}: needs at least 10 examples, got {len(y)}")
     if test is None:
-        tr, va, te = _split_indices(y, (1 - val_fraction - test_fraction, val_fraction, test_fraction), seed)
+        tr, va, te = _split_indices(
+            y, (1 - val_fraction - test_fraction, val_fraction, test_fraction), seed
+        )
         xs = [x[tr], x[va], x[te]]
         ys = [y[tr], y[va], y[te]]
     else:
@@ -140,7 +144,10 @@ def _make(
     xs = _normalise(*xs)
     num_classes = int(max(int(a.max()) for a in ys if len(a)) + 1)
     splits = [
-        Split(_resize(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), resize), torch.from_numpy(b))
+        Split(
+            _resize(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), resize),
+            torch.from_numpy(b),
+        )
         for a, b in zip(xs, ys, strict=True)
     ]
     if any(len(s) == 0 for s in splits):
@@ -180,7 +187,9 @@ def _npz(path: str, seed: int, resize: int | None) -> Dataset:
         raise DataError(f"npz: cannot read {p}: {e}") from None
     with z:
         if "x" not in z or "y" not in z:
-            raise DataError(f"npz: {p} must hold arrays 'x' and 'y' (found: {', '.join(z.files) or 'none'})")
+            raise DataError(
+                f"npz: {p} must hold arrays 'x' and 'y' (found: {', '.join(z.files) or 'none'})"
+            )
         x = _as_float(_to_nchw(z["x"], f"npz {p}"), f"npz {p}")
         y = _labels(z["y"], x.shape[0], f"npz {p}")
         test = None
@@ -198,7 +207,9 @@ def _folder(path: str, seed: int, resize: int | None) -> Dataset:
         raise DataError(f"folder: {root} is not a directory")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(class_dirs) < 2:
-        raise DataError(f"folder: {root} needs one sub-folder per class (at least 2), found {len(class_dirs)}")
+        raise DataError(
+            f"folder: {root} needs one sub-folder per class (at least 2), found {len(class_dirs)}"
+        )
     images, labels = [], []
     size = None
     for label, d in enumerate(class_dirs):
@@ -219,10 +230,17 @@ def _folder(path: str, seed: int, resize: int | None) -> Dataset:
     if not images:
         raise DataError(f"folder: no images ({', '.join(sorted(_IMAGE_EXTS))}) under {root}")
     chans = max(a.shape[2] for a in images)
-    x = np.stack([np.repeat(a, chans // a.shape[2], axis=2) if a.shape[2] != chans else a for a in images])
+    x = np.stack(
+        [np.repeat(a, chans // a.shape[2], axis=2) if a.shape[2] != chans else a for a in images]
+    )
     x = x.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
     return _make(
-        f"folder:{root.name}", x, np.array(labels), seed=seed, resize=None, classes=tuple(d.name for d in class_dirs)
+        f"folder:{root.name}",
+        x,
+        np.array(labels),
+        seed=seed,
+        resize=None,
+        classes=tuple(d.name for d in class_dirs),
     )
 
 
@@ -233,7 +251,9 @@ def _cifar10(path: str, seed: int, resize: int | None) -> Dataset:
     names = [f"data_batch_{i}" for i in range(1, 6)]
     missing = [n for n in [*names, "test_batch"] if not (root / n).is_file()]
     if missing:
-        raise DataError(f"cifar10: {root} lacks {', '.join(missing)} (expected the python version of CIFAR-10)")
+        raise DataError(
+            f"cifar10: {root} lacks {', '.join(missing)} (expected the python version of CIFAR-10)"
+        )
 
     def read(name: str) -> tuple[np.ndarray, np.ndarray]:
         try:
@@ -246,8 +266,28 @@ def _cifar10(path: str, seed: int, resize: int | None) -> Dataset:
 
     parts = [read(n) for n in names]
     x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-    return _make("cifar10", x, y, seed=seed, resize=resize, classes=classes, test=read("test_batch"), val_fraction=0.1)
+    classes = (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    )
+    return _make(
+        "cifar10",
+        x,
+        y,
+        seed=seed,
+        resize=resize,
+        classes=classes,
+        test=read("test_batch"),
+        val_fraction=0.1,
+    )
 
 
 DATA_SOURCES = ("digits", "npz:PATH", "folder:PATH", "cifar10:PATH")

@@ -33,7 +33,9 @@ def measure_latency_ms(
     model(x)  # warm-up: first call allocates
     timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=threads)
     try:
-        medians = sorted(timer.blocked_autorange(min_run_time=min_run_time).median for _ in range(repeats))
+        medians = sorted(
+            timer.blocked_autorange(min_run_time=min_run_time).median for _ in range(repeats)
+        )
     finally:
         model.train(was_training)
     return medians[len(medians) // 2] * 1e3

@@ -13,7 +13,9 @@ from compactnas.evaluators.train import Report, TrainConfig, accuracy, train
 class Evaluator(Protocol):
     name: str
 
-    def evaluate(self, model: nn.Module, spec: Any, data: Any, *, report: Report | None = None) -> dict[str, float]: ...
+    def evaluate(
+        self, model: nn.Module, spec: Any, data: Any, *, report: Report | None = None
+    ) -> dict[str, float]: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,9 +29,16 @@ class ProxyEvaluator:
     name: str = "proxy"
     train_config: TrainConfig = field(default_factory=TrainConfig)
 
-    def evaluate(self, model: nn.Module, spec: Any, data: Any, *, report: Report | None = None) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, spec: Any, data: Any, *, report: Report | None = None
+    ) -> dict[str, float]:
         stats = train(
-            model, data.train.x, data.train.y, self.train_config, val=(data.val.x, data.val.y), report=report
+            model,
+            data.train.x,
+            data.train.y,
+            self.train_config,
+            val=(data.val.x, data.val.y),
+            report=report,
         )
         return {
             "accuracy": accuracy(model, data.val.x, data.val.y),

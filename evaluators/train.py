@@ -41,16 +41,23 @@ class TrainConfig:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be a positive number, got {self.lr}")
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer '{self.optimizer}' (use one of: {', '.join(OPTIMIZERS)})")
+            raise ConfigError(
+                f"unknown optimizer '{self.optimizer}' (use one of: {', '.join(OPTIMIZERS)})"
+            )
         if self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule '{self.schedule}' (use one of: {', '.join(SCHEDULES)})")
+            raise ConfigError(
+                f"unknown schedule '{self.schedule}' (use one of: {', '.join(SCHEDULES)})"
+            )
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
     # No weight decay on biases and normalisation parameters.
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     other = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": other, "weight_decay": 0.0},
+    ]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
     return torch.optim.AdamW(groups, lr=lr)

@@ -11,7 +11,14 @@ from collections.abc import Callable
 
 
 class SuccessiveHalving:
-    def __init__(self, *, grace: int, rate: int, max_epochs: int, history: dict[int, list[float]] | None = None):
+    def __init__(
+        self,
+        *,
+        grace: int,
+        rate: int,
+        max_epochs: int,
+        history: dict[int, list[float]] | None = None,
+    ):
         self.rate = rate
         self.rungs: list[int] = []
         r = grace

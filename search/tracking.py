@@ -55,12 +55,16 @@ class Tracker:
             exp = self._client.get_experiment_by_name(self.experiment_name)
             if exp is None:
                 location = self.artifact_dir.as_uri() if self.artifact_dir is not None else None
-                self.experiment_id = self._client.create_experiment(self.experiment_name, artifact_location=location)
+                self.experiment_id = self._client.create_experiment(
+                    self.experiment_name, artifact_location=location
+                )
             else:
                 self.experiment_id = exp.experiment_id
         return self._client
 
-    def start_parent(self, name: str, params: dict[str, Any], existing_run_id: str | None = None) -> str:
+    def start_parent(
+        self, name: str, params: dict[str, Any], existing_run_id: str | None = None
+    ) -> str:
         c = self.client
         if existing_run_id is not None:
             try:
@@ -109,5 +113,7 @@ class Tracker:
 
     def children(self, parent_id: str) -> list[Any]:
         return self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=50000
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+            max_results=50000,
         )

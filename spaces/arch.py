@@ -131,8 +131,7 @@ def _parse_segment(seg: str, where: str) -> tuple[str, dict[str, float]]:
     kind = tokens[0]
     if kind not in _KEYS:
         raise ArchStringError(
-            f"bad token '{kind}' {where}: unknown segment kind (expected one of "
-            f"{', '.join(_KEYS)})"
+            f"bad token '{kind}' {where}: unknown segment kind (expected one of {', '.join(_KEYS)})"
         )
     spec = _KEYS[kind]
     order = [k for k, _, _ in spec]
@@ -141,7 +140,9 @@ def _parse_segment(seg: str, where: str) -> tuple[str, dict[str, float]]:
     for tok in tokens[1:]:
         m = _TOKEN.match(tok)
         if not m:
-            raise ArchStringError(f"bad token '{tok}' in '{seg}' {where}: expected KEY followed by a number")
+            raise ArchStringError(
+                f"bad token '{tok}' in '{seg}' {where}: expected KEY followed by a number"
+            )
         key, text = m.group(1), m.group(2)
         if key not in order:
             raise ArchStringError(
@@ -158,7 +159,9 @@ def _parse_segment(seg: str, where: str) -> tuple[str, dict[str, float]]:
         pos = idx + 1
         typ = spec[idx][1]
         if typ is int and "." in text:
-            raise ArchStringError(f"bad token '{tok}' in '{seg}' {where}: '{key}' takes a whole number")
+            raise ArchStringError(
+                f"bad token '{tok}' in '{seg}' {where}: '{key}' takes a whole number"
+            )
         value = typ(text)
         if format_number(value) != text:
             raise ArchStringError(
@@ -188,7 +191,12 @@ def _bits(v: dict, seg: str, where: str) -> tuple[int, int]:
 
 
 def _channels(c: float, seg: str, where: str, key: str = "c") -> int:
-    _check(1 <= c <= _MAX_CHANNELS, seg, where, f"{key}{format_number(c)}: channels must be 1..{_MAX_CHANNELS}")
+    _check(
+        1 <= c <= _MAX_CHANNELS,
+        seg,
+        where,
+        f"{key}{format_number(c)}: channels must be 1..{_MAX_CHANNELS}",
+    )
     return int(c)
 
 
@@ -210,17 +218,29 @@ def parse_arch(text: str) -> ArchSpec:
         kind, v = _parse_segment(seg, where)
         if i == 0:
             if kind != "stem":
-                raise ArchStringError(f"bad token '{seg.split('_')[0]}' {where}: the first segment must be a stem")
+                raise ArchStringError(
+                    f"bad token '{seg.split('_')[0]}' {where}: the first segment must be a stem"
+                )
         elif i == len(segs) - 1:
             if kind != "head":
-                raise ArchStringError(f"bad token '{seg.split('_')[0]}' {where}: the last segment must be a head")
+                raise ArchStringError(
+                    f"bad token '{seg.split('_')[0]}' {where}: the last segment must be a head"
+                )
         elif kind not in BLOCK_KINDS:
-            raise ArchStringError(f"bad token '{kind}' {where}: a stage must be one of {', '.join(BLOCK_KINDS)}")
+            raise ArchStringError(
+                f"bad token '{kind}' {where}: a stage must be one of {', '.join(BLOCK_KINDS)}"
+            )
         if kind == "stem":
             _check(v["k"] in (1, 3, 5, 7), seg, where, "stem kernel must be 1, 3, 5 or 7")
             _check(v["s"] in (1, 2), seg, where, "stem stride must be 1 or 2")
             wb, ab = _bits(v, seg, where)
-            stem = StemSpec(kernel=int(v["k"]), stride=int(v["s"]), channels=_channels(v["c"], seg, where), wbits=wb, abits=ab)
+            stem = StemSpec(
+                kernel=int(v["k"]),
+                stride=int(v["s"]),
+                channels=_channels(v["c"], seg, where),
+                wbits=wb,
+                abits=ab,
+            )
         elif kind == "head":
             _check(0 <= v["c"] <= _MAX_CHANNELS, seg, where, "head channels must be 0..4096")
             wb, ab = _bits(v, seg, where)
@@ -229,11 +249,21 @@ def parse_arch(text: str) -> ArchSpec:
             _check(1 <= v["r"] <= 16, seg, where, "repeats must be 1..16")
             _check(v["s"] in (1, 2), seg, where, "stride must be 1 or 2")
             pr = float(v.get("pr", 0.0))
-            _check(0.0 <= pr < 1.0, seg, where, f"pr{format_number(pr)}: pruning ratio must be in [0, 1)")
+            _check(
+                0.0 <= pr < 1.0,
+                seg,
+                where,
+                f"pr{format_number(pr)}: pruning ratio must be in [0, 1)",
+            )
             wb, ab = _bits(v, seg, where)
             if kind == "fire":
                 c = _channels(v["c"], seg, where)
-                _check(c >= 2 and c % 2 == 0, seg, where, "fire output channels must be even (two expand branches)")
+                _check(
+                    c >= 2 and c % 2 == 0,
+                    seg,
+                    where,
+                    "fire output channels must be even (two expand branches)",
+                )
                 stages.append(
                     BlockSpec(kind="fire", repeats=int(v["r"]), kernel=3, stride=int(v["s"]),
                               channels=c, squeeze=_channels(v["q"], seg, where, "q"),
@@ -245,7 +275,12 @@ def parse_arch(text: str) -> ArchSpec:
                 se = float(v.get("se", 0.0))
                 _check(0.0 <= se <= 1.0, seg, where, "se ratio must be in [0, 1]")
                 _check(kind != "ds" or v["e"] == 1, seg, where, "a ds block has expansion 1 (e1)")
-                _check(kind != "ds" or pr == 0, seg, where, "a ds block has no hidden channels to prune (pr)")
+                _check(
+                    kind != "ds" or pr == 0,
+                    seg,
+                    where,
+                    "a ds block has no hidden channels to prune (pr)",
+                )
                 stages.append(
                     BlockSpec(kind=kind, repeats=int(v["r"]), kernel=int(v["k"]), stride=int(v["s"]),
                               expansion=float(v["e"]), channels=_channels(v["c"], seg, where), se=se,
@@ -271,7 +306,14 @@ def format_stage(b: BlockSpec, *, compression: bool = True) -> str:
     if b.kind == "fire":
         toks = ["fire", f"r{b.repeats}", f"s{b.stride}", f"q{b.squeeze}", f"c{b.channels}"]
     else:
-        toks = [b.kind, f"r{b.repeats}", f"k{b.kernel}", f"s{b.stride}", f"e{format_number(b.expansion)}", f"c{b.channels}"]
+        toks = [
+            b.kind,
+            f"r{b.repeats}",
+            f"k{b.kernel}",
+            f"s{b.stride}",
+            f"e{format_number(b.expansion)}",
+            f"c{b.channels}",
+        ]
         if b.se:
             toks.append(f"se{format_number(b.se)}")
     if compression:
@@ -281,7 +323,17 @@ def format_stage(b: BlockSpec, *, compression: bool = True) -> str:
 
 def format_arch(spec: ArchSpec) -> str:
     s, h = spec.stem, spec.head
-    parts = ["_".join(["stem", f"k{s.kernel}", f"s{s.stride}", f"c{s.channels}", *_compression(None, s.wbits, s.abits)])]
+    parts = [
+        "_".join(
+            [
+                "stem",
+                f"k{s.kernel}",
+                f"s{s.stride}",
+                f"c{s.channels}",
+                *_compression(None, s.wbits, s.abits),
+            ]
+        )
+    ]
     parts += [format_stage(b) for b in spec.stages]
     parts.append("_".join(["head", f"c{h.channels}", *_compression(None, h.wbits, h.abits)]))
     return "-".join(parts)
@@ -292,4 +344,6 @@ def as_spec(spec_or_string: ArchSpec | str) -> ArchSpec:
         return spec_or_string
     if isinstance(spec_or_string, str):
         return parse_arch(spec_or_string)
-    raise TypeError(f"expected an ArchSpec or an architecture string, got {type(spec_or_string).__name__}")
+    raise TypeError(
+        f"expected an ArchSpec or an architecture string, got {type(spec_or_string).__name__}"
+    )

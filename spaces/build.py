@@ -57,7 +57,12 @@ def _timm_stage(block: BlockSpec, in_chs: int) -> nn.Sequential:
 def build_stage(block: BlockSpec, in_chs: int) -> nn.Sequential:
     if block.kind == "fire":
         layers = [
-            Fire(in_chs if i == 0 else block.channels, block.channels, block.squeeze, block.stride if i == 0 else 1)
+            Fire(
+                in_chs if i == 0 else block.channels,
+                block.channels,
+                block.squeeze,
+                block.stride if i == 0 else 1,
+            )
             for i in range(block.repeats)
         ]
         return nn.Sequential(*layers)
@@ -97,7 +102,13 @@ class CompactNet(nn.Module):
 
 
 def create_model(
-    spec_or_string: ArchSpec | str, *, num_classes: int = 10, in_chans: int = 1, drop_rate: float = 0.0
+    spec_or_string: ArchSpec | str,
+    *,
+    num_classes: int = 10,
+    in_chans: int = 1,
+    drop_rate: float = 0.0,
 ) -> CompactNet:
     """Build a network from an ArchSpec or an architecture string (compression is applied separately)."""
-    return CompactNet(as_spec(spec_or_string), num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+    return CompactNet(
+        as_spec(spec_or_string), num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate
+    )

@@ -42,7 +42,14 @@ class Layer:
     @property
     def macs(self) -> int:
         if self.op in ("conv", "dwconv"):
-            return self.cout * (self.cin // self.groups) * self.kernel * self.kernel * self.hout * self.wout
+            return (
+                self.cout
+                * (self.cin // self.groups)
+                * self.kernel
+                * self.kernel
+                * self.hout
+                * self.wout
+            )
         if self.op == "linear":
             return self.cin * self.cout
         return 0
@@ -88,7 +95,9 @@ def hidden_channels(block: BlockSpec, in_chs: int) -> tuple[int, int]:
     return dense, (pruned(dense, block.prune) if block.kind != "ds" else dense)
 
 
-def _conv(name, cin, cout, k, s, h, w, *, groups=1, bn=True, bias=False, wb=32, ab=32, stage=-1) -> Layer:
+def _conv(
+    name, cin, cout, k, s, h, w, *, groups=1, bn=True, bias=False, wb=32, ab=32, stage=-1
+) -> Layer:
     ho, wo = _out(h, k, s), _out(w, k, s)
     extra = (2 * cout if bn else 0) + (cout if bias else 0)
     return Layer(
@@ -98,7 +107,9 @@ def _conv(name, cin, cout, k, s, h, w, *, groups=1, bn=True, bias=False, wb=32, 
     )  # fmt: skip
 
 
-def _block_layers(b: BlockSpec, i: int, j: int, cin: int, stride: int, h: int, w: int) -> list[Layer]:
+def _block_layers(
+    b: BlockSpec, i: int, j: int, cin: int, stride: int, h: int, w: int
+) -> list[Layer]:
     wb, ab, st = b.wbits, b.abits, i
     p = f"stages.{i}.{j}"
     out: list[Layer] = []
@@ -111,21 +122,59 @@ def _block_layers(b: BlockSpec, i: int, j: int, cin: int, stride: int, h: int, w
         out.append(_conv(f"{p}.squeeze", cin, hid, 1, 1, h, w, wb=wb, ab=ab, stage=st))
         e1 = b.channels // 2
         out.append(_conv(f"{p}.expand1x1", hid, e1, 1, 1, h, w, wb=wb, ab=ab, stage=st))
-        out.append(_conv(f"{p}.expand3x3", hid, b.channels - e1, 3, 1, h, w, wb=wb, ab=ab, stage=st))
+        out.append(
+            _conv(f"{p}.expand3x3", hid, b.channels - e1, 3, 1, h, w, wb=wb, ab=ab, stage=st)
+        )
         if cin == b.channels and stride == 1:
             out.append(Layer(name=f"{p}.add", op="add", cin=cin, cout=cin, hin=h, win=w, hout=h, wout=w, wbits=wb, abits=ab, stage=st))  # fmt: skip
         return out
     dw_ch = hid if b.kind == "ir" else cin
     if b.kind == "ir":
         out.append(_conv(f"{p}.conv_pw", cin, hid, 1, 1, h, w, wb=wb, ab=ab, stage=st))
-    dw = _conv(f"{p}.conv_dw", dw_ch, dw_ch, b.kernel, stride, h, w, groups=dw_ch, wb=wb, ab=ab, stage=st)
+    dw = _conv(
+        f"{p}.conv_dw", dw_ch, dw_ch, b.kernel, stride, h, w, groups=dw_ch, wb=wb, ab=ab, stage=st
+    )
     out.append(dw)
     h, w = dw.hout, dw.wout
     if b.se:
-        rd = round(make_divisible(cin * b.expansion) * (b.se / b.expansion)) if b.kind == "ir" else round(cin * b.se)
+        rd = (
+            round(make_divisible(cin * b.expansion) * (b.se / b.expansion))
+            if b.kind == "ir"
+            else round(cin * b.se)
+        )
         out.append(Layer(name=f"{p}.se.pool", op="gap", cin=dw_ch, cout=dw_ch, hin=h, win=w, wbits=wb, abits=ab, stage=st))  # fmt: skip
-        out.append(_conv(f"{p}.se.conv_reduce", dw_ch, rd, 1, 1, 1, 1, bn=False, bias=True, wb=wb, ab=ab, stage=st))
-        out.append(_conv(f"{p}.se.conv_expand", rd, dw_ch, 1, 1, 1, 1, bn=False, bias=True, wb=wb, ab=ab, stage=st))
+        out.append(
+            _conv(
+                f"{p}.se.conv_reduce",
+                dw_ch,
+                rd,
+                1,
+                1,
+                1,
+                1,
+                bn=False,
+                bias=True,
+                wb=wb,
+                ab=ab,
+                stage=st,
+            )
+        )
+        out.append(
+            _conv(
+                f"{p}.se.conv_expand",
+                rd,
+                dw_ch,
+                1,
+                1,
+                1,
+                1,
+                bn=False,
+                bias=True,
+                wb=wb,
+                ab=ab,
+                stage=st,
+            )
+        )
         out.append(Layer(name=f"{p}.se.mul", op="mul", cin=dw_ch, cout=dw_ch, hin=h, win=w, hout=h, wout=w, wbits=wb, abits=ab, stage=st))  # fmt: skip
     name = "conv_pwl" if b.kind == "ir" else "conv_pw"
     out.append(_conv(f"{p}.{name}", dw_ch, b.channels, 1, 1, h, w, wb=wb, ab=ab, stage=st))
@@ -134,7 +183,9 @@ def _block_layers(b: BlockSpec, i: int, j: int, cin: int, stride: int, h: int, w
     return out
 
 
-def block_inputs(spec: ArchSpec, input_shape: tuple[int, int, int]) -> list[tuple[int, int, int, BlockSpec, int]]:
+def block_inputs(
+    spec: ArchSpec, input_shape: tuple[int, int, int]
+) -> list[tuple[int, int, int, BlockSpec, int]]:
     """For each single block of each stage: (in_chs, h, w, block with r1 and its own stride, stage index).
 
     These are the units a per-block latency table is keyed on.
@@ -150,17 +201,24 @@ def block_inputs(spec: ArchSpec, input_shape: tuple[int, int, int]) -> list[tupl
         for j in range(b.repeats):
             s = b.stride if j == 0 else 1
             units.append((c, h, w, replace(b, repeats=1, stride=s), i))
-            h, w = _out(h, b.kernel if b.kind != "fire" else 3, s), _out(w, b.kernel if b.kind != "fire" else 3, s)
+            h, w = (
+                _out(h, b.kernel if b.kind != "fire" else 3, s),
+                _out(w, b.kernel if b.kind != "fire" else 3, s),
+            )
             c = b.channels
     return units
 
 
-def arch_layers(spec: ArchSpec | str, input_shape: tuple[int, int, int], num_classes: int) -> list[Layer]:
+def arch_layers(
+    spec: ArchSpec | str, input_shape: tuple[int, int, int], num_classes: int
+) -> list[Layer]:
     """Every operator of the network for one input of shape (channels, height, width)."""
     spec = as_spec(spec)
     cin, h, w = input_shape
     s = spec.stem
-    layers = [_conv("stem", cin, s.channels, s.kernel, s.stride, h, w, wb=s.wbits, ab=s.abits, stage=-1)]
+    layers = [
+        _conv("stem", cin, s.channels, s.kernel, s.stride, h, w, wb=s.wbits, ab=s.abits, stage=-1)
+    ]
     h, w, c = layers[0].hout, layers[0].wout, s.channels
     for i, b in enumerate(spec.stages):
         for j in range(b.repeats):
@@ -187,7 +245,9 @@ def count_params(spec: ArchSpec | str, input_shape: tuple[int, int, int], num_cl
 
 def size_bytes(spec: ArchSpec | str, input_shape: tuple[int, int, int], num_classes: int) -> int:
     """Deployed weight size: conv/linear weights at their bit-width, biases and BN in 32 bits."""
-    return int(round(sum(layer.weight_bytes for layer in arch_layers(spec, input_shape, num_classes))))
+    return int(
+        round(sum(layer.weight_bytes for layer in arch_layers(spec, input_shape, num_classes)))
+    )
 
 
 def count_macs(spec: ArchSpec | str, input_shape: tuple[int, int, int], num_classes: int) -> int:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-_WIDTHS = ((8, 16, 24), (16, 24, 32, 48), (24, 32, 48, 64, 96), (48, 64, 96, 128), (96, 128, 160, 192))
+_WIDTHS = (
+    (8, 16, 24),
+    (16, 24, 32, 48),
+    (24, 32, 48, 64, 96),
+    (48, 64, 96, 128),
+    (96, 128, 160, 192),
+)
 
 
 def stage_layout(image_size: int) -> tuple[int, tuple[int, ...], tuple[tuple[int, ...], ...]]:

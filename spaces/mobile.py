@@ -7,8 +7,8 @@ from typing import Any
 
 from compactnas.spaces.arch import ArchSpec, BlockSpec, HeadSpec, StemSpec
 from compactnas.spaces.compression import sample_compression
-from compactnas.spaces.registry import register_space
 from compactnas.spaces.layout import stage_layout
+from compactnas.spaces.registry import register_space
 
 KERNELS = (3, 5, 7)
 EXPANSIONS = (1, 3, 4, 6)
@@ -24,7 +24,9 @@ class MobileSpace:
 
     def sample(self, trial: Any) -> ArchSpec:
         stem_stride, strides, widths = stage_layout(self.image_size)
-        stem = StemSpec(kernel=3, stride=stem_stride, channels=trial.suggest_categorical("stem_c", (8, 16, 24)))
+        stem = StemSpec(
+            kernel=3, stride=stem_stride, channels=trial.suggest_categorical("stem_c", (8, 16, 24))
+        )
         stages = []
         for i, (stride, choices) in enumerate(zip(strides, widths, strict=True)):
             kind = trial.suggest_categorical(f"s{i}_kind", ("ds", "ir"))
@@ -38,7 +40,9 @@ class MobileSpace:
                     expansion=float(exp),
                     channels=trial.suggest_categorical(f"s{i}_c", choices),
                     se=trial.suggest_categorical(f"s{i}_se", SE_RATIOS),
-                    **(sample_compression(trial, i, prunable=kind == "ir") if self.compress else {}),
+                    **(
+                        sample_compression(trial, i, prunable=kind == "ir") if self.compress else {}
+                    ),
                 )
             )
         head = HeadSpec(channels=trial.suggest_categorical("head_c", (0, 64, 128)))

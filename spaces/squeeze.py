@@ -8,7 +8,6 @@ from typing import Any
 from compactnas.spaces.arch import ArchSpec, BlockSpec, HeadSpec, StemSpec
 from compactnas.spaces.compression import sample_compression
 from compactnas.spaces.layout import stage_layout
-
 from compactnas.spaces.registry import register_space
 
 SQUEEZE_RATIOS = (0.125, 0.25, 0.5)
@@ -22,7 +21,9 @@ class SqueezeSpace:
 
     def sample(self, trial: Any) -> ArchSpec:
         stem_stride, strides, widths = stage_layout(self.image_size)
-        stem = StemSpec(kernel=3, stride=stem_stride, channels=trial.suggest_categorical("stem_c", (8, 16, 24)))
+        stem = StemSpec(
+            kernel=3, stride=stem_stride, channels=trial.suggest_categorical("stem_c", (8, 16, 24))
+        )
         stages = []
         for i, (stride, choices) in enumerate(zip(strides, widths, strict=True)):
             c = trial.suggest_categorical(f"s{i}_c", tuple(w for w in choices if w % 2 == 0))

@@ -36,7 +36,14 @@ def test_round_trip_sampled_specs():
 def test_compression_keys_parse_to_fields():
     spec = parse_arch(VALID[1])
     ir = spec.stages[1]
-    assert (ir.kind, ir.repeats, ir.kernel, ir.stride, ir.expansion, ir.channels) == ("ir", 2, 5, 2, 6.0, 24)
+    assert (ir.kind, ir.repeats, ir.kernel, ir.stride, ir.expansion, ir.channels) == (
+        "ir",
+        2,
+        5,
+        2,
+        6.0,
+        24,
+    )
     assert (ir.se, ir.prune, ir.wbits, ir.abits) == (0.25, 0.25, 4, 8)
     assert spec.stages[2] == BlockSpec(kind="fire", repeats=1, stride=1, squeeze=8, channels=32)
     assert ir.compressed and not spec.stages[0].compressed
@@ -57,7 +64,10 @@ def test_default_spec_formats():
         ("stem_k3_s1_c16-ir_r1_k3_s1_e6_c16_z9-head_c0", "'z9'"),
         ("stem_k3_s1_c16-ir_r1_k3_s1_c16_e6-head_c0", "'e6'"),  # out of order
         ("stem_k3_s1_c16-ir_r1_k3_s1_e6.0_c16-head_c0", "'e6.0'"),  # non-canonical number
-        ("stem_k3_s1_c16-ir_r1_k3_s1_e6_c16_p0.25-head_c0", "'p0.25'"),  # timm's projection-kernel key
+        (
+            "stem_k3_s1_c16-ir_r1_k3_s1_e6_c16_p0.25-head_c0",
+            "'p0.25'",
+        ),  # timm's projection-kernel key
         ("stem_k3_s1_c16-ir_r1_k3_s1_e6_c16_pr1.5-head_c0", "pr1.5"),
         ("stem_k3_s1_c16-ir_r1_k3_s1_e6_c16_wb3-head_c0", "wb3"),
         ("stem_k3_s1_c16-ir_r1_k3_s1_e6_c16_ab4-head_c0", "ab4"),

@@ -75,7 +75,9 @@ def test_config_file_and_flags(tmp_path, digits, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("trials: 2\nepochs: 1\nsampler: random\nobjectives: [accuracy, size]\n")
     out = tmp_path / "o"
-    assert main(["search", "--config", str(cfg), "--trials", "3", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(["search", "--config", str(cfg), "--trials", "3", "--out", str(out), "--quiet"]) == 0
+    )
     printed = capsys.readouterr().out
     assert "3 complete" in printed and "Pareto front" in printed
     assert main(["show", str(out)]) == 0

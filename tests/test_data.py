@@ -32,7 +32,9 @@ def test_digits_resize():
 def test_npz_layouts(tmp_path, layout, dtype):
     rng = np.random.default_rng(0)
     n, h = 60, 12
-    x = rng.integers(0, 255, size=(n, h, h, 3) if layout == "nhwc" else (n, 3, h, h), dtype=np.uint8)
+    x = rng.integers(
+        0, 255, size=(n, h, h, 3) if layout == "nhwc" else (n, 3, h, h), dtype=np.uint8
+    )
     if layout == "nhw":
         x = x[:, 0]
     x = x.astype(dtype) / (255.0 if dtype == "float32" else 1)
@@ -60,7 +62,9 @@ def test_image_folder(tmp_path):
     for cls in ("cat", "dog"):
         (tmp_path / cls).mkdir()
         for i in range(12):
-            Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+            Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(
+                tmp_path / cls / f"{i}.png"
+            )
     d = load_data(f"folder:{tmp_path}", resize=8)
     assert d.input_shape == (3, 8, 8) and d.classes == ("cat", "dog")
 
@@ -70,7 +74,10 @@ def test_local_cifar10_copy(tmp_path):
     root.mkdir()
     rng = np.random.default_rng(0)
     for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
-        batch = {b"data": rng.integers(0, 255, (20, 3072), dtype=np.uint8), b"labels": list(range(10)) * 2}
+        batch = {
+            b"data": rng.integers(0, 255, (20, 3072), dtype=np.uint8),
+            b"labels": list(range(10)) * 2,
+        }
         with open(root / name, "wb") as f:
             pickle.dump(batch, f)
     d = load_data(f"cifar10:{tmp_path}")

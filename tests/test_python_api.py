@@ -5,19 +5,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-# The section lives in docs/python_api.md until it is merged into the README; read whichever has it.
-SOURCES = [ROOT / "docs" / "python_api.md", ROOT / "README.md"]
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def _section() -> str:
-    for path in SOURCES:
-        if path.is_file():
-            text = path.read_text()
-            m = re.search(r"^## Python API\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
-            if m:
-                return m.group(1)
-    pytest.skip("no '## Python API' section found")
+    m = re.search(r"^## Python API\n(.*?)(?=^## |\Z)", README.read_text(), flags=re.S | re.M)
+    assert m, "README.md lacks its '## Python API' section"
+    return m.group(1)
 
 
 def _blocks(section: str) -> list[str]:
@@ -37,7 +31,7 @@ def test_python_api_examples_run(tmp_path, monkeypatch, capsys):
     namespace: dict = {"__name__": "__docs__"}
     try:
         for i, code in enumerate(blocks, 1):
-            exec(compile(_small(code), f"python_api.md block {i}", "exec"), namespace)  # noqa: S102
+            exec(compile(_small(code), f"README Python API block {i}", "exec"), namespace)  # noqa: S102
     finally:
         import mlflow
 

@@ -17,9 +17,15 @@ def _complete(db):
         study = optuna.load_study(study_name="compactnas", storage=f"sqlite:///{db}")
     except Exception:  # noqa: BLE001 - not created yet
         return {}, []
-    done = {t.number: (t.values, t.user_attrs["arch"]) for t in study.trials if t.state == TrialState.COMPLETE}
+    done = {
+        t.number: (t.values, t.user_attrs["arch"])
+        for t in study.trials
+        if t.state == TrialState.COMPLETE
+    }
     # A running trial that has its architecture is training (not between ask and sampling).
-    running = [t.number for t in study.trials if t.state == TrialState.RUNNING and "arch" in t.user_attrs]
+    running = [
+        t.number for t in study.trials if t.state == TrialState.RUNNING and "arch" in t.user_attrs
+    ]
     return done, running
 
 
@@ -45,14 +51,24 @@ def test_sigkill_then_resume_loses_nothing(tmp_path, digits):
     before, running = _complete(out / "study.db")
     assert len(before) >= 2 and running, "the kill should land while a trial runs"
 
-    result = run_search(SearchConfig(out=str(out), trials=8, epochs=3, population=4, resume=True), data=digits, quiet=True)
+    result = run_search(
+        SearchConfig(out=str(out), trials=8, epochs=3, population=4, resume=True),
+        data=digits,
+        quiet=True,
+    )
     study = result.study
-    after = {t.number: (t.values, t.user_attrs["arch"]) for t in study.trials if t.state == TrialState.COMPLETE}
+    after = {
+        t.number: (t.values, t.user_attrs["arch"])
+        for t in study.trials
+        if t.state == TrialState.COMPLETE
+    }
     for number, record in before.items():
         assert after[number] == record
     interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
     assert [t.number for t in interrupted] == running
     retried = [t for t in study.trials if t.user_attrs.get("retry_of") in running]
     assert retried and retried[0].params == interrupted[0].params
-    assert result.summary["n_trials"] == 8  # the interrupted attempt is not counted against the budget
+    assert (
+        result.summary["n_trials"] == 8
+    )  # the interrupted attempt is not counted against the budget
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]

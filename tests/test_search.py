@@ -24,7 +24,9 @@ def _mlflow_runs(summary):
     exp = client.get_experiment_by_name("compactnas")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == summary["mlflow"]["run_id"]]
+    children = [
+        r for r in runs if r.data.tags.get("mlflow.parentRunId") == summary["mlflow"]["run_id"]
+    ]
     return parents, children
 
 
@@ -45,7 +47,16 @@ def test_outputs_written(small_search):
     assert 0 < s["hypervolume"] <= 1
     assert [o["name"] for o in s["objectives"]] == ["accuracy", "latency", "size"]
     row = s["pareto"][0]
-    for key in ("trial", "arch", "accuracy", "test_accuracy", "latency_ms", "size_bytes", "params", "macs"):
+    for key in (
+        "trial",
+        "arch",
+        "accuracy",
+        "test_accuracy",
+        "latency_ms",
+        "size_bytes",
+        "params",
+        "macs",
+    ):
         assert key in row
     csv = pd.read_csv(out / "pareto.csv")
     assert list(csv["arch"]) == [r["arch"] for r in s["pareto"]]
@@ -71,7 +82,9 @@ def test_mlflow_has_one_parent_and_a_child_per_trial(small_search):
     parents, children = _mlflow_runs(small_search.summary)
     assert len(parents) == 1
     assert len(children) == small_search.summary["n_trials"]
-    assert {c.data.params["arch"] for c in children} >= {r["arch"] for r in small_search.summary["pareto"]}
+    assert {c.data.params["arch"] for c in children} >= {
+        r["arch"] for r in small_search.summary["pareto"]
+    }
     done = [c for c in children if "accuracy" in c.data.metrics]
     assert done and all(c.info.status == "FINISHED" for c in done)
     assert parents[0].data.params["space"] == "mobile"
@@ -90,7 +103,9 @@ def test_rerun_without_resume_refuses_and_resume_extends(small_search, digits):
     with pytest.raises(ConfigError, match="--resume"):
         run_search(SearchConfig(out=str(out), **SMALL), data=digits, quiet=True)
     before = {t.number: t.values for t in small_search.study.trials if t.values}
-    more = run_search(SearchConfig(out=str(out), resume=True, **{**SMALL, "trials": 7}), data=digits, quiet=True)
+    more = run_search(
+        SearchConfig(out=str(out), resume=True, **{**SMALL, "trials": 7}), data=digits, quiet=True
+    )
     assert more.summary["n_trials"] == 7
     after = {t.number: t.values for t in more.study.trials if t.values}
     assert all(after[k] == v for k, v in before.items())
@@ -105,7 +120,9 @@ def test_resume_with_other_settings_is_refused(small_search, digits):
 
 
 def test_infeasible_candidates_are_not_trained(tmp_path, digits):
-    r = run_search(SearchConfig(out=str(tmp_path), max_size_kb=1.0, **SMALL), data=digits, quiet=True)
+    r = run_search(
+        SearchConfig(out=str(tmp_path), max_size_kb=1.0, **SMALL), data=digits, quiet=True
+    )
     assert r.summary["n_infeasible"] == 5 and r.summary["n_complete"] == 0
     assert not (tmp_path / "checkpoints").exists()
     t = r.study.trials[0]
@@ -144,7 +161,9 @@ register_space("test-flaky")(lambda **kw: _Flaky(**kw))
 
 
 def test_crashing_trials_fail_and_others_complete(tmp_path, digits):
-    r = run_search(SearchConfig(out=str(tmp_path), space="test-flaky", **SMALL), data=digits, quiet=True)
+    r = run_search(
+        SearchConfig(out=str(tmp_path), space="test-flaky", **SMALL), data=digits, quiet=True
+    )
     assert r.summary["n_failed"] == 2 and r.summary["n_complete"] == 3
     assert len(r.summary["pareto"]) >= 1
 
@@ -154,10 +173,43 @@ def test_hypervolume_known_values():
     assert hypervolume(np.array([[0.5, 0.5]]), ref) == pytest.approx(0.25)
     assert hypervolume(np.array([[0.0, 0.5], [0.5, 0.0]]), ref) == pytest.approx(0.75)
     assert hypervolume(np.array([[2.0, 0.5]]), ref) == 0.0
-    assert hypervolume(np.array([[0.5, 0.5, 0.5]]), np.array([2.0, 2.0, 2.0])) == pytest.approx(27 / 64)
+    assert hypervolume(np.array([[0.5, 0.5, 0.5]]), np.array([2.0, 2.0, 2.0])) == pytest.approx(
+        27 / 64
+    )
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "random"])
 def test_other_samplers(tmp_path, digits, sampler):
-    r = run_search(SearchConfig(out=str(tmp_path), sampler=sampler, **{**SMALL, "trials": 3}), data=digits, quiet=True)
+    r = run_search(
+        SearchConfig(out=str(tmp_path), sampler=sampler, **{**SMALL, "trials": 3}),
+        data=digits,
+        quiet=True,
+    )
     assert r.summary["n_complete"] == 3
+
+
+def test_search_for_a_microcontroller_keeps_only_what_fits(tmp_path, digits):
+    from compactnas.hw_profiles import create_latency_model, load_profile
+
+    cfg = SearchConfig(
+        out=str(tmp_path), device="stm32f746", objectives=("accuracy", "latency", "sram"), **SMALL
+    )
+    r = run_search(cfg, data=digits, quiet=True)
+    limits = load_profile("stm32f746").memory
+    model = create_latency_model("stm32f746")
+    complete = r.trials[r.trials.state == "COMPLETE"]
+    assert len(complete) >= 1
+    for arch in complete.arch:
+        assert model.fits(arch, digits.input_shape, num_classes=10) is None
+        assert model.peak_sram_kb(arch, digits.input_shape) <= limits.sram_kb
+        assert model.flash_kb(arch, digits.input_shape) <= limits.flash_kb
+    for _, row in r.trials[r.trials.state == "INFEASIBLE"].iterrows():
+        assert "KB" in row.error
+        assert not (tmp_path / "checkpoints" / f"trial_{row.trial}.pt").exists()
+    assert r.summary["device"] == "stm32f746"
+    assert all("peak_sram_kb" in f and "energy_mj" in f for f in r.summary["pareto"])
+
+
+def test_objectives_a_device_cannot_score_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="no figures for objective"):
+        run_search(SearchConfig(out=str(tmp_path), device="rpi4", objectives=("accuracy", "sram")), quiet=True)

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from compactnas.errors import RegistryError
-from compactnas.spaces import create_model, create_space, list_spaces, parse_arch
-from compactnas.spaces.layers import count_macs, count_params, size_bytes
 from compactnas.evaluators import count_macs as measured_macs
 from compactnas.evaluators import count_parameters
+from compactnas.spaces import create_model, create_space, list_spaces, parse_arch
+from compactnas.spaces.layers import count_macs, count_params, size_bytes
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
