@@ -32,7 +32,9 @@ def _run(cfg_kwargs: dict, out: Path) -> dict:
         "wall_s": wall,
         "n_trials": r.summary["n_trials"],
         "n_complete": r.summary["n_complete"],
-        "train_s_sum": float(trained["train_seconds"].sum()) if "train_seconds" in trained else None,
+        "train_s_sum": float(trained["train_seconds"].sum())
+        if "train_seconds" in trained
+        else None,
         "archs": sorted(r.trials["arch"].dropna().tolist()),
     }
 
@@ -53,22 +55,27 @@ def main(argv: list[str] | None = None) -> dict:
         runs["local"] = _run(base, work / "local")
         print(f"local: {runs['local']['wall_s']:.1f} s", flush=True)
         for workers in (1, 2):
-            import ray
-
-            if ray.is_initialized():
-                ray.shutdown()
             runs[f"ray_{workers}"] = _run(
                 {**base, "backend": "ray", "concurrency": workers}, work / f"ray{workers}"
             )
             print(f"ray x{workers}: {runs[f'ray_{workers}']['wall_s']:.1f} s", flush=True)
-            ray.shutdown()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     same = runs["local"]["archs"] == runs["ray_1"]["archs"] == runs["ray_2"]["archs"]
     result = {
         "benchmark": "ray_scaling",
-        "settings": {"trials": trials, "epochs": epochs, "sampler": "random", "device": "rpi4", "quick": args.quick},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "settings": {
+            "trials": trials,
+            "epochs": epochs,
+            "sampler": "random",
+            "device": "rpi4",
+            "quick": args.quick,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "same_candidates_in_all_runs": same,
         "wall_s": {k: round(v["wall_s"], 2) for k, v in runs.items()},
         "complete": {k: v["n_complete"] for k, v in runs.items()},

@@ -243,11 +243,12 @@ def _is_metric(key: str, value: Any) -> bool:
     )
 
 
-def _init_ray(cfg: SearchConfig) -> None:
+def _init_ray(cfg: SearchConfig) -> bool:
+    """Connect to (or start) Ray; True when this call did, so the search also disconnects."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "log_to_driver": False,
@@ -265,6 +266,7 @@ def _init_ray(cfg: SearchConfig) -> None:
     else:
         need = max(1, int(round(cfg.concurrency * cfg.cpus_per_trial)))
         ray.init(address="local", num_cpus=max(need, os.cpu_count() or 1), **kwargs)
+    return True
 
 
 def run_ray_search(cfg: SearchConfig, *, data: Dataset | None = None, quiet: bool = False) -> Any:
@@ -307,6 +309,7 @@ def run_ray_search(cfg: SearchConfig, *, data: Dataset | None = None, quiet: boo
         progress.note(f"resumed: {recovered} interrupted trial(s) queued again")
     started = time.time()
     status = "FINISHED"
+    connected_here = False
     try:
         here: str | None = os.getcwd()
     except FileNotFoundError:
@@ -316,7 +319,7 @@ def run_ray_search(cfg: SearchConfig, *, data: Dataset | None = None, quiet: boo
             # Tune resolves result paths against the current directory. Inside a Ray job that is the
             # job's unpacked working directory, which connecting to the cluster may replace under us.
             os.chdir(out)
-            _init_ray(cfg)
+            connected_here = _init_ray(cfg)
 
             def define_by_run(trial: Any) -> dict[str, Any]:
                 spec = space.sample(trial)
@@ -368,6 +371,10 @@ def run_ray_search(cfg: SearchConfig, *, data: Dataset | None = None, quiet: boo
         status = "KILLED"
         raise
     finally:
+        if connected_here:
+            import ray
+
+            ray.shutdown()  # promptly: left to interpreter exit, it can take tens of seconds
         if here is not None and os.path.isdir(here):
             os.chdir(here)
         trials = local.trials_frame(study, objectives)

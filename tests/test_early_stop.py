@@ -25,7 +25,13 @@ def test_history_from_earlier_trials_counts():
 
 def test_search_with_early_stopping(tmp_path, digits):
     cfg = SearchConfig(
-        out=str(tmp_path), trials=8, epochs=4, population=4, early_stop=True, grace_epochs=1, halving_rate=2
+        out=str(tmp_path),
+        trials=8,
+        epochs=4,
+        population=4,
+        early_stop=True,
+        grace_epochs=1,
+        halving_rate=2,
     )
     r = run_search(cfg, data=digits, quiet=True)
     s = r.summary
@@ -36,5 +42,9 @@ def test_search_with_early_stopping(tmp_path, digits):
             assert t.number not in front
             assert t.user_attrs["stopped_early"] < 4 and t.user_attrs["rungs"]
     # Every trained trial recorded its accuracy at the first rung, for later decisions and resumes.
-    trained = [t for t in r.study.trials if t.user_attrs.get("metrics") and "duplicate_of" not in t.user_attrs]
+    trained = [
+        t
+        for t in r.study.trials
+        if t.user_attrs.get("metrics") and "duplicate_of" not in t.user_attrs
+    ]
     assert trained and all("rungs" in t.user_attrs for t in trained)

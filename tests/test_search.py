@@ -212,4 +212,7 @@ def test_search_for_a_microcontroller_keeps_only_what_fits(tmp_path, digits):
 
 def test_objectives_a_device_cannot_score_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="no figures for objective"):
-        run_search(SearchConfig(out=str(tmp_path), device="rpi4", objectives=("accuracy", "sram")), quiet=True)
+        run_search(
+            SearchConfig(out=str(tmp_path), device="rpi4", objectives=("accuracy", "sram")),
+            quiet=True,
+        )
