@@ -13,7 +13,13 @@ from compactnas.spaces.arch import (
     parse_arch,
 )
 from compactnas.spaces.build import CompactNet, Fire, create_model
-from compactnas.spaces.registry import SearchSpace, create_space, list_spaces, register_space
+from compactnas.spaces.registry import (
+    SearchSpace,
+    create_space,
+    list_spaces,
+    register_space,
+    unregister_space,
+)
 
 __all__ = [
     "ArchSpec",
@@ -31,4 +37,5 @@ __all__ = [
     "list_spaces",
     "parse_arch",
     "register_space",
+    "unregister_space",
 ]

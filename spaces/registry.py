@@ -31,6 +31,13 @@ def register_space(name: str) -> Callable:
     return deco
 
 
+def unregister_space(name: str) -> None:
+    """Remove a registered space (for spaces registered by a program or a test for a while)."""
+    if name not in _SPACES:
+        raise RegistryError(f"unknown search space '{name}'")
+    del _SPACES[name]
+
+
 def list_spaces() -> list[str]:
     return sorted(_SPACES)
 
