@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 import traceback
 from typing import Any
@@ -64,6 +65,8 @@ def _trainable(
         f"trial-{number}",
         {"arch": config["arch"], "trial": number, "space": cfg.space, "backend": "ray",
          **{f"p.{k}": v for k, v in config.items() if k not in ("arch", "trial_number")}},
+        # Where the trial runs, so an operator (or a test) can find the process behind a run.
+        tags={"compactnas.host": socket.gethostname(), "compactnas.pid": str(os.getpid())},
     )  # fmt: skip
     static: dict[str, float] = {}
 

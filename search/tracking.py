@@ -77,11 +77,13 @@ class Tracker:
         self.log(run.info.run_id, params=params)
         return run.info.run_id
 
-    def start_child(self, parent_id: str, name: str, params: dict[str, Any]) -> str:
+    def start_child(
+        self, parent_id: str, name: str, params: dict[str, Any], tags: dict[str, str] | None = None
+    ) -> str:
         run = self.client.create_run(
             self.experiment_id,
             run_name=name,
-            tags={"mlflow.parentRunId": parent_id, "compactnas.kind": "trial"},
+            tags={"mlflow.parentRunId": parent_id, "compactnas.kind": "trial", **(tags or {})},
         )
         self.log(run.info.run_id, params=params)
         return run.info.run_id

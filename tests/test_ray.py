@@ -127,33 +127,35 @@ def test_unreachable_tracking_server_fails_before_any_trial(cluster, tmp_path):
     )
 
 
-def _trial_workers():
-    found = []
-    for p in psutil.process_iter(["cmdline", "name"]):
-        text = " ".join(p.info["cmdline"] or []) + " " + (p.info["name"] or "")
-        if "ImplicitFunc" in text or "_trainable" in text:
-            found.append(p)
-    return found
+def _training_pid(cluster, experiment):
+    """The process of a trial that is training now: its MLflow run is RUNNING and names its pid."""
+    client = MlflowClient(cluster["tracking_uri"])
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    for run in client.search_runs(
+        [exp.experiment_id], filter_string="attributes.status = 'RUNNING'"
+    ):
+        if run.data.tags.get("compactnas.kind") == "trial" and "compactnas.pid" in run.data.tags:
+            return int(run.data.tags["compactnas.pid"])
+    return None
 
 
 def test_killed_worker_gets_its_trial_retried(cluster, tmp_path):
     out = tmp_path / "ray-kill-worker"
-    proc = subprocess.Popen(
-        _argv(out, cluster, 4, ["--max-retries", "2"]), stderr=subprocess.PIPE, text=True
-    )
+    argv = _argv(out, cluster, 4, ["--max-retries", "2"])
+    argv[argv.index("--epochs") + 1] = "6"  # long enough to be caught while training
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
     killed = None
     deadline = time.time() + 300
     try:
         while time.time() < deadline and killed is None and proc.poll() is None:
-            workers = _trial_workers()
-            if workers:
-                time.sleep(4.0)  # let it create its MLflow run and start training
-                workers = _trial_workers()
-                if workers:
-                    killed = workers[0].pid
-                    os.kill(killed, signal.SIGKILL)
+            pid = _training_pid(cluster, out.name)
+            if pid is not None and psutil.pid_exists(pid):
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
             time.sleep(0.2)
-        assert killed, "no trial worker process was seen"
+        assert killed, "no training trial was seen"
         _, err = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
@@ -163,7 +165,7 @@ def test_killed_worker_gets_its_trial_retried(cluster, tmp_path):
     assert s["n_trials"] == 4 and s["n_complete"] == 4, s
     runs = _server_runs(cluster, out.name)
     killed_runs = [r for r in runs if r.info.status == "KILLED"]
-    assert killed_runs, "the killed attempt should be recorded"
+    assert [r.data.tags["compactnas.pid"] for r in killed_runs] == [str(killed)]
     retried = killed_runs[0].data.params["trial"]
     finished = [
         r for r in runs if r.data.params.get("trial") == retried and r.info.status == "FINISHED"
