@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from compactnas.evaluators.latency import cpu_name
+
 RESULTS = Path(__file__).resolve().parent / "results" / "baselines.json"
 
 QUICK_BASELINES = (
@@ -429,16 +431,6 @@ def run_seed(args: argparse.Namespace, seed: int, baselines: Sequence[str], work
 # -- main -----------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -522,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "fairness_note": FAIRNESS_NOTE,
         "machine": {
-            "cpu": cpu_model(),
+            "cpu": cpu_name(),
             "cores": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),

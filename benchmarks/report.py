@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from compactnas.evaluators.latency import cpu_name
+
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("baselines", "search_quality", "compression", "latency_fidelity", "ray_scaling")
 PACKAGES = ("torch", "timm", "optuna", "ray", "mlflow", "compactnas")
@@ -80,16 +82,6 @@ def short_arch(arch: str, limit: int = 60) -> str:
 
 
 # -- machine ---------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def versions() -> dict[str, str]:
@@ -737,7 +729,7 @@ def render(results: Path, out: Path) -> str:
         f"from `{os.path.relpath(results, out.parent)}/*.json`; every number below is read from those "
         "files. Present: " + (", ".join(ran) or "none") + ".",
         "",
-        f"Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}.",
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}.",
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
         "",
         "How to run: `make bench` (= `python benchmarks/run_all.py --quick`) runs every benchmark at "

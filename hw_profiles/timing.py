@@ -9,17 +9,11 @@ import warnings
 import torch
 from torch import nn
 
+from compactnas.evaluators.latency import cpu_name
+
 
 def host_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            cpu = names[0]
-    except OSError:
-        pass
-    return f"{cpu}; {platform.system()} {platform.release()}; python {platform.python_version()}"
+    return f"{cpu_name()}; {platform.system()} {platform.release()}; python {platform.python_version()}"
 
 
 def onnxruntime_version() -> str:

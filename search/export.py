@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from compactnas.errors import ConfigError
+from compactnas.evaluators.latency import cpu_name
 from compactnas.search.export_formats import (
     CALIBRATIONS,
     INPUT_NAME,
@@ -632,7 +633,7 @@ def _card(
         "pytorch": pytorch,
         "host": {
             "machine": platform.machine(),
-            "processor": _cpu_name(),
+            "processor": cpu_name(),
             "python": platform.python_version(),
             "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
@@ -640,16 +641,6 @@ def _card(
         },
         "exports": exports,
     }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _int_or_none(v: Any) -> int | None:

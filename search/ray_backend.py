@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import time
-import traceback
 from typing import Any
 
 import optuna
@@ -91,14 +90,7 @@ def _trainable(
         )
     except Exception as e:  # noqa: BLE001 - deterministic failures are not retried
         reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
-        tracker.log(
-            run_id,
-            tags={
-                "compactnas.error": reason,
-                "compactnas.traceback": traceback.format_exc()[-4000:],
-            },
-        )
-        tracker.end(run_id, "FAILED")
+        tracker.fail(run_id, reason)
         tune.report({"error": reason, "mlflow_run_id": run_id})
         return
     if isinstance(result, Infeasible):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -370,14 +369,7 @@ def _run_one(
         reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
         trial.set_user_attr("error", reason)
         study.tell(trial, state=TrialState.FAIL)
-        tracker.log(
-            run_id,
-            tags={
-                "compactnas.error": reason,
-                "compactnas.traceback": traceback.format_exc()[-4000:],
-            },
-        )
-        tracker.end(run_id, "FAILED")
+        tracker.fail(run_id, reason)
         progress.trial_done(trial.number, "failed", reason)
         return
 

@@ -107,6 +107,14 @@ class Tracker:
             tags=[RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()],
         )
 
+    def fail(self, run_id: str, reason: str) -> None:
+        """End a run as FAILED with the one-line reason and the current exception's traceback."""
+        import traceback
+
+        tags = {"compactnas.error": reason, "compactnas.traceback": traceback.format_exc()[-4000:]}
+        self.log(run_id, tags=tags)
+        self.end(run_id, "FAILED")
+
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
