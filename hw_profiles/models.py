@@ -6,6 +6,7 @@ latency model is, and are None where the profile has no figures for them.
 
 from __future__ import annotations
 
+import abc
 from functools import lru_cache
 
 from compactnas.errors import ConfigError, DataError
@@ -36,7 +37,7 @@ def _shape(input_shape) -> tuple[int, int, int]:
     return tuple(int(d) for d in input_shape)  # type: ignore[return-value]
 
 
-class LatencyModel:
+class LatencyModel(abc.ABC):
     """``predict_ms``; ``energy_mj``, ``peak_sram_kb``, ``flash_kb`` and ``fits`` where the profile knows them."""
 
     def __init__(self, profile: DeviceProfile, *, num_classes: int = 10):
@@ -50,10 +51,11 @@ class LatencyModel:
     def _layers(self, spec: ArchSpec | str, input_shape, num_classes: int | None):
         return analysis.network_layers(spec, _shape(input_shape), num_classes or self.num_classes)
 
+    @abc.abstractmethod
     def predict_ms(
         self, spec: ArchSpec | str, input_shape, *, num_classes: int | None = None
     ) -> float:
-        raise NotImplementedError
+        """Predicted milliseconds for one input of ``input_shape`` (batch 1)."""
 
     def energy_mj(
         self, spec: ArchSpec | str, input_shape, *, num_classes: int | None = None

@@ -372,20 +372,8 @@ def run_ray_search(cfg: SearchConfig, *, data: Dataset | None = None, quiet: boo
             ray.shutdown()  # promptly: left to interpreter exit, it can take tens of seconds
         if here is not None and os.path.isdir(here):
             os.chdir(here)
-        trials = local.trials_frame(study, objectives)
-        extra = {
-            "config": cfg.to_dict(),
-            "data": {
-                "name": data.name,
-                "input_shape": list(data.input_shape),
-                "num_classes": data.num_classes,
-            },
-            "device": cfg.device or "host",
-            "backend": "ray",
-            "elapsed_s": round(time.time() - started, 2),
-            "mlflow": {"tracking_uri": uri, "run_id": parent_id},
-        }
-        summary = local.write_results(out, trials, objectives, extra=extra)
-        local._finish_parent(tracker, parent_id, summary, out, status)
+        summary, trials = local.finish_search(
+            cfg, study, objectives, data, tracker, parent_id, started=started, status=status
+        )
     front = local.pareto_front(trials[trials["state"] == "COMPLETE"], objectives)
     return local.SearchResult(out_dir=out, summary=summary, trials=trials, front=front, study=study)

@@ -277,22 +277,43 @@ def run_search(
         status = "KILLED"
         raise
     finally:
-        trials = trials_frame(study, objectives)
-        extra = {
-            "config": cfg.to_dict(),
-            "data": {
-                "name": data.name,
-                "input_shape": list(data.input_shape),
-                "num_classes": data.num_classes,
-            },
-            "device": cfg.device or "host",
-            "elapsed_s": round(time.time() - started, 2),
-            "mlflow": {"tracking_uri": tracker.uri, "run_id": parent_id},
-        }
-        summary = write_results(out, trials, objectives, extra=extra)
-        _finish_parent(tracker, parent_id, summary, out, status)
+        summary, trials = finish_search(
+            cfg, study, objectives, data, tracker, parent_id, started=started, status=status
+        )
     front = pareto_front(trials[trials["state"] == "COMPLETE"], objectives)
     return SearchResult(out_dir=out, summary=summary, trials=trials, front=front, study=study)
+
+
+def finish_search(
+    cfg: SearchConfig,
+    study: optuna.Study,
+    objectives: list[Objective],
+    data: Dataset,
+    tracker: Tracker,
+    parent_id: str,
+    *,
+    started: float,
+    status: str,
+    **extra: Any,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Write the result files from the study (whatever state it is in) and close the MLflow run."""
+    trials = trials_frame(study, objectives)
+    info = {
+        "config": cfg.to_dict(),
+        "data": {
+            "name": data.name,
+            "input_shape": list(data.input_shape),
+            "num_classes": data.num_classes,
+        },
+        "device": cfg.device or "host",
+        "backend": cfg.backend,
+        "elapsed_s": round(time.time() - started, 2),
+        "mlflow": {"tracking_uri": tracker.uri, "run_id": parent_id},
+        **extra,
+    }
+    summary = write_results(cfg.out_dir, trials, objectives, extra=info)
+    _finish_parent(tracker, parent_id, summary, cfg.out_dir, status)
+    return summary, trials
 
 
 def _finish_parent(tracker: Tracker, parent_id: str, summary: dict, out: Path, status: str) -> None:
