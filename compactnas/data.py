@@ -42,6 +42,10 @@ class Dataset:
     test: Split
     num_classes: int
     classes: tuple[str, ...]
+    # Per-channel statistics of the training split applied to every split (pixels scaled to [0, 1]
+    # first): what a deployed model's inputs must get too.
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -110,11 +114,13 @@ def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
-def _normalise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+def _normalise(
+    train: np.ndarray, *others: np.ndarray
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     # Statistics from the training split only, per channel.
     mean = train.mean(axis=(0, 2, 3), keepdims=True)
     std = train.std(axis=(0, 2, 3), keepdims=True) + 1e-6
-    return [(a - mean) / std for a in (train, *others)]
+    return [(a - mean) / std for a in (train, *others)], mean.ravel(), std.ravel()
 
 
 def _make(
@@ -141,7 +147,7 @@ def _make(
         tr, va = _split_indices(y, (1 - val_fraction, val_fraction), seed)
         xs = [x[tr], x[va], test[0]]
         ys = [y[tr], y[va], test[1]]
-    xs = _normalise(*xs)
+    xs, mean, std = _normalise(*xs)
     num_classes = int(max(int(a.max()) for a in ys if len(a)) + 1)
     splits = [
         Split(
@@ -159,6 +165,8 @@ def _make(
         test=splits[2],
         num_classes=num_classes,
         classes=classes or tuple(str(i) for i in range(num_classes)),
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
     )
 
 

@@ -606,6 +606,11 @@ def _card(
                 f"resize={scfg.get('resize')!r}): pixels in [0, 1], standardised per channel with the training "
                 "split's mean and standard deviation"
             ),
+            "normalize": {
+                "scale": "pixels to [0, 1]",
+                "mean": list(data.mean),
+                "std": list(data.std),
+            },
             "params": _int_or_none(metrics.get("params")),
             "macs": _int_or_none(metrics.get("macs")),
         },
@@ -660,7 +665,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         + f"); data `{card['data']['source']}`, {card['data']['test_examples']} held-out test images.",
         "",
         f"Input `{card['model']['input_name']}`: float32 {' x '.join(str(d) for d in card['model']['input_shape'])}, "
-        f"{card['model']['preprocessing']}. Output `{card['model']['output_name']}`: "
+        f"{card['model']['preprocessing']} (mean {_fmt_stats(card['model']['normalize']['mean'])}, "
+        f"std {_fmt_stats(card['model']['normalize']['std'])}). Output `{card['model']['output_name']}`: "
         f"{card['model']['num_classes']} logits.",
         "",
         "| format | file | size (bytes) | test accuracy | max abs diff vs PyTorch | top-1 agreement | latency here (ms) |",
@@ -706,3 +712,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _fmt_stats(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.4f}" for v in values) + "]"

@@ -115,3 +115,19 @@ def test_malformed_npz(tmp_path):
 def test_incomplete_cifar_copy(tmp_path):
     with pytest.raises(DataError, match="lacks data_batch_1"):
         load_data(f"cifar10:{tmp_path}")
+
+
+def test_normalisation_statistics_are_kept(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(60, 8, 8, 3), dtype=np.uint8)
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x, y=np.arange(60) % 3)
+    d = load_data(f"npz:{path}")
+    assert len(d.mean) == len(d.std) == 3
+    mean = torch.tensor(d.mean).view(1, 3, 1, 1)
+    std = torch.tensor(d.std).view(1, 3, 1, 1)
+    raw = d.train.x * std + mean  # back to pixels in [0, 1]
+    assert raw.min() >= -1e-5 and raw.max() <= 1 + 1e-5
+    assert torch.allclose(raw.mean(dim=(0, 2, 3)), mean.flatten(), atol=1e-5)
+    # Every value is a uint8 level divided by 255, so the statistics undo the standardisation exactly.
+    assert torch.allclose(raw * 255, (raw * 255).round(), atol=1e-3)

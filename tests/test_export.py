@@ -102,6 +102,13 @@ def test_card_records_the_truth(exported):
     assert card["predicted"]["latency_ms"] > 0 and card["predicted"]["device"] == "host"
     assert card["source"]["weights"] == "trained"
     assert exported.warnings == ()
+    # What a deployment must do to its inputs: the training split's statistics (digits: one channel).
+    from compactnas.data import load_data
+
+    norm = card["model"]["normalize"]
+    data = load_data("digits", seed=0)
+    assert norm["mean"] == pytest.approx(list(data.mean)) and len(norm["std"]) == 1
+    assert f"{norm['mean'][0]:.4f}" in md
 
 
 def test_load_exported_and_mlflow_give_the_same_predictions(exported, reference):
