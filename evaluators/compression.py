@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from compactnas.errors import ConfigError
+from compactnas.evaluators.proxy import trained_metrics
 from compactnas.evaluators.pruning import IMPORTANCE, check_pruned, prune_structured
 from compactnas.evaluators.quantization import (
     attach_fake_quant,
@@ -23,7 +24,7 @@ from compactnas.evaluators.quantization import (
     freeze_observers,
     spec_bits,
 )
-from compactnas.evaluators.train import LossFn, Report, TrainConfig, accuracy, train
+from compactnas.evaluators.train import LossFn, Report, TrainConfig, train
 from compactnas.spaces.arch import ArchSpec, as_spec
 from compactnas.spaces.build import create_model
 
@@ -185,13 +186,7 @@ class CompressEvaluator:
             loss_fn=self.loss_fn,
             report=report,
         )
-        return {
-            "accuracy": accuracy(model, data.val.x, data.val.y),
-            "test_accuracy": accuracy(model, data.test.x, data.test.y),
-            "epochs": stats["epochs"],
-            "train_loss": stats["loss"],
-            "stopped_early": stats["stopped_early"],
-        }
+        return trained_metrics(model, data, stats)
 
 
 def build_pruned_model(spec: ArchSpec | str, *, num_classes: int, in_chans: int) -> nn.Module:

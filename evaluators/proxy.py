@@ -40,10 +40,15 @@ class ProxyEvaluator:
             val=(data.val.x, data.val.y),
             report=report,
         )
-        return {
-            "accuracy": accuracy(model, data.val.x, data.val.y),
-            "test_accuracy": accuracy(model, data.test.x, data.test.y),
-            "epochs": stats["epochs"],
-            "train_loss": stats["loss"],
-            "stopped_early": stats["stopped_early"],
-        }
+        return trained_metrics(model, data, stats)
+
+
+def trained_metrics(model: nn.Module, data: Any, stats: dict[str, float]) -> dict[str, float]:
+    """What every evaluator reports after training: validation and test accuracy, and how it went."""
+    return {
+        "accuracy": accuracy(model, data.val.x, data.val.y),
+        "test_accuracy": accuracy(model, data.test.x, data.test.y),
+        "epochs": stats["epochs"],
+        "train_loss": stats["loss"],
+        "stopped_early": stats["stopped_early"],
+    }
