@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from compactnas.evaluators.latency import cpu_name
+from compactnas.core.host import cpu_name
 
 RESULTS = Path(__file__).resolve().parent / "results" / "baselines.json"
 
@@ -271,7 +271,7 @@ def _trial_value(trials, number: int, column: str) -> float | None:
 def run_seed(args: argparse.Namespace, seed: int, baselines: Sequence[str], work: Path) -> dict:
     import torch
 
-    from compactnas.data import load_data
+    from compactnas.core.data import load_data
     from compactnas.evaluators import (
         build_pruned_model,
         count_macs,

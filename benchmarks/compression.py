@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from compactnas.data import load_data
+from compactnas.core.data import load_data
 from compactnas.evaluators import TrainConfig, accuracy, build_pruned_model, count_parameters
 from compactnas.evaluators.distill import TeacherLogits, distillation_loss_fn, retrain
 from compactnas.evaluators.quantization import calibration_batches, post_training_quantize

@@ -24,13 +24,15 @@ from pathlib import Path
 
 import torch
 
+from compactnas.core.host import host_description
 from compactnas.hw_profiles import create_latency_model, user_profile_dir, write_profile
 from compactnas.hw_profiles.models import clear_caches
-from compactnas.hw_profiles.tables import build_table_profile, measure_networks, sample_archs
-from compactnas.hw_profiles.timing import host_description, onnxruntime_version
+from compactnas.hw_profiles.tables import build_table_profile, measure_networks
+from compactnas.hw_profiles.timing import onnxruntime_version
 from compactnas.hw_profiles.validate import validate
 from compactnas.spaces import create_space
 from compactnas.spaces.arch import format_arch
+from compactnas.spaces.sampling import sample_archs
 
 SHAPE = (1, 8, 8)
 RESULTS = Path(__file__).resolve().parent / "results" / "latency_fidelity.json"

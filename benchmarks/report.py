@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from compactnas.evaluators.latency import cpu_name
+from compactnas.core.host import cpu_name
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("baselines", "search_quality", "compression", "latency_fidelity", "ray_scaling")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compactnas.data import load_data
+from compactnas.core.data import load_data
 from compactnas.search import SearchConfig, run_search
 from compactnas.search.objectives import resolve_objectives
 from compactnas.search.results import hypervolume, pareto_front, to_minimisation

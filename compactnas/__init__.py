@@ -12,14 +12,18 @@ import logging as _logging  # noqa: E402
 # torch.utils.benchmark and Ray) that it finds no CUDA runtime: expected here, so kept quiet.
 _logging.getLogger("torch.utils.cpp_extension").setLevel(_logging.ERROR)
 
-from compactnas.errors import CompactnasError  # noqa: E402
-from compactnas.spaces import ArchSpec, create_model, create_space, list_spaces, parse_arch  # noqa: E402
-
-# Heavier entry points (Optuna, MLflow, onnxruntime) load on first use.
+# Everything loads on first use, so that importing a lower layer (compactnas.core, compactnas.spaces)
+# never pulls in the layers above it.
 _LAZY = {
+    "ArchSpec": ("compactnas.spaces", "ArchSpec"),
+    "CompactnasError": ("compactnas.core.errors", "CompactnasError"),
+    "create_model": ("compactnas.spaces", "create_model"),
+    "create_space": ("compactnas.spaces", "create_space"),
+    "list_spaces": ("compactnas.spaces", "list_spaces"),
+    "parse_arch": ("compactnas.spaces", "parse_arch"),
     "run_search": ("compactnas.search", "run_search"),
     "SearchConfig": ("compactnas.search", "SearchConfig"),
-    "load_data": ("compactnas.data", "load_data"),
+    "load_data": ("compactnas.core.data", "load_data"),
     "load_profile": ("compactnas.hw_profiles", "load_profile"),
     "export": ("compactnas.search.export", "export"),
     "load_exported": ("compactnas.search.export_formats", "load_exported"),

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from compactnas.errors import CompactnasError, ConfigError
+from compactnas.core.errors import CompactnasError, ConfigError
 
 EXIT_USAGE = 2
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from compactnas.errors import RegistryError
+from compactnas.core.errors import RegistryError
+from compactnas.evaluators.base import EvaluationError, Evaluator, check_result
 from compactnas.evaluators.compression import (
     CompressEvaluator,
     CompressionConfig,
@@ -15,7 +16,7 @@ from compactnas.evaluators.compression import (
 )
 from compactnas.evaluators.counting import count_macs, count_parameters
 from compactnas.evaluators.latency import measure_latency_ms
-from compactnas.evaluators.proxy import Evaluator, ProxyEvaluator
+from compactnas.evaluators.proxy import ProxyEvaluator
 from compactnas.evaluators.train import TrainConfig, accuracy, train
 
 _EVALUATORS: dict[str, Callable[..., Evaluator]] = {
@@ -51,7 +52,9 @@ def create_evaluator(evaluator: str | Evaluator, **kwargs: Any) -> Evaluator:
 __all__ = [
     "CompressEvaluator",
     "CompressionConfig",
+    "EvaluationError",
     "Evaluator",
+    "check_result",
     "ProxyEvaluator",
     "TrainConfig",
     "accuracy",

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from compactnas.errors import ConfigError
+from compactnas.core.errors import ConfigError
 from compactnas.evaluators.proxy import trained_metrics
 from compactnas.evaluators.pruning import IMPORTANCE, check_pruned, prune_structured
 from compactnas.evaluators.quantization import (
@@ -169,6 +169,7 @@ class CompressEvaluator:
     """
 
     name: str = "compress"
+    trains: bool = True
     train_config: TrainConfig = field(default_factory=TrainConfig)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     loss_fn: LossFn | None = None

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compactnas.errors import ConfigError
+from compactnas.core.errors import ConfigError
 from compactnas.evaluators.compression import compress, is_compressed
 from compactnas.evaluators.train import LossFn, TrainConfig, accuracy, train
 from compactnas.spaces.arch import as_spec

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import platform
 
 import torch
 from torch import nn
@@ -40,15 +39,3 @@ def measure_latency_ms(
     finally:
         model.train(was_training)
     return medians[len(medians) // 2] * 1e3
-
-
-def cpu_name() -> str:
-    """The processor's model name (from /proc/cpuinfo on Linux), for reports beside timings."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"

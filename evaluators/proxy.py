@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from torch import nn
 
+from compactnas.evaluators.base import Evaluator  # noqa: F401  (the contract, re-exported)
 from compactnas.evaluators.train import Report, TrainConfig, accuracy, train
-
-
-class Evaluator(Protocol):
-    name: str
-
-    def evaluate(
-        self, model: nn.Module, spec: Any, data: Any, *, report: Report | None = None
-    ) -> dict[str, float]: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,6 +20,7 @@ class ProxyEvaluator:
     """
 
     name: str = "proxy"
+    trains: bool = True
     train_config: TrainConfig = field(default_factory=TrainConfig)
 
     def evaluate(

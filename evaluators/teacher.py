@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compactnas.errors import CheckpointError, ConfigError
+from compactnas.core.errors import CheckpointError, ConfigError
 from compactnas.evaluators.counting import count_parameters
 from compactnas.evaluators.train import TrainConfig, accuracy, train
 

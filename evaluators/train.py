@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compactnas.errors import ConfigError, TrialDiverged
+from compactnas.core.errors import ConfigError, TrialDiverged
 
 # report(step, value) -> True means "stop now" (early stopping decided by the caller).
 Report = Callable[[int, float], bool]

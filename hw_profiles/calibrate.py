@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from compactnas.errors import CompactnasError, ConfigError, DataError
+from compactnas.core.errors import CompactnasError, ConfigError, DataError
 from compactnas.hw_profiles import analysis
 from compactnas.hw_profiles.models import create_latency_model
 from compactnas.hw_profiles.profile import OP_KINDS, PRECISIONS, DeviceProfile

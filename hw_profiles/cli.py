@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from compactnas.errors import CompactnasError, ConfigError
+from compactnas.core.errors import CompactnasError, ConfigError
 from compactnas.hw_profiles.calibrate import calibrate
 from compactnas.hw_profiles.profile import write_profile
 from compactnas.hw_profiles.registry import list_devices, load_profile, user_profile_dir

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils import benchmark
 
-from compactnas.errors import ConfigError
+from compactnas.core.errors import ConfigError
 from compactnas.hw_profiles.timing import onnx_session
 
 Progress = Callable[[int, int], None]

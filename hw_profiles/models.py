@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 from functools import lru_cache
 
-from compactnas.errors import ConfigError, DataError
+from compactnas.core.errors import ConfigError, DataError
 from compactnas.hw_profiles import analysis
 from compactnas.hw_profiles.profile import DeviceProfile
 from compactnas.hw_profiles.units import Unit, build_unit, network_units

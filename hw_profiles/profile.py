@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from compactnas.errors import ConfigError
+from compactnas.core.errors import ConfigError
 
 KINDS = ("cpu", "gpu", "mcu", "npu")
 MODELS = ("roofline", "table")

@@ -10,7 +10,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from compactnas.errors import ConfigError, RegistryError
+from compactnas.core.errors import ConfigError, RegistryError
 from compactnas.hw_profiles.profile import DeviceProfile, profile_from_json, read_profile
 
 _REGISTERED: dict[str, DeviceProfile | Path] = {}

@@ -18,29 +18,17 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import optuna
 import torch
 
-from compactnas.errors import ConfigError
+from compactnas.core.errors import ConfigError
+from compactnas.core.host import host_description
 from compactnas.hw_profiles.measure import Progress, time_round_robin
 from compactnas.hw_profiles.profile import BACKENDS, DeviceProfile, Measurement
-from compactnas.hw_profiles.timing import host_description, onnxruntime_version
+from compactnas.hw_profiles.timing import onnxruntime_version
 from compactnas.hw_profiles.units import Unit, build_network, build_unit, network_units
 from compactnas.spaces.arch import ArchSpec, format_arch
 from compactnas.spaces.registry import SearchSpace, create_space
-
-
-def sample_archs(space: SearchSpace, n: int, *, seed: int) -> list[ArchSpec]:
-    """``n`` distinct architectures drawn with Optuna's RandomSampler (duplicates are skipped)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    seen: dict[str, ArchSpec] = {}
-    draws = 0
-    while len(seen) < n and draws < 100 * n:
-        spec = space.sample(study.ask())
-        seen.setdefault(format_arch(spec), spec)
-        draws += 1
-    return list(seen.values())
+from compactnas.spaces.sampling import random_specs, sample_archs
 
 
 def collect_units(
@@ -53,13 +41,12 @@ def collect_units(
     max_archs: int | None = None,
 ) -> tuple[dict[str, Unit], int]:
     """Distinct units over random architectures of the space, and how many architectures were drawn."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    stream = random_specs(space, seed=seed)
     units: dict[str, Unit] = {}
     quiet = draws = 0
     limit = max_samples if max_archs is None else max_archs
     while draws < limit and (max_archs is not None or quiet < patience):
-        spec = space.sample(study.ask())
+        spec = next(stream)
         draws += 1
         new = False
         for u in network_units(spec, input_shape):
@@ -184,7 +171,7 @@ def build_table_profile(
         net_overhead, unit_overhead = fit_overheads(sums, counts, measured)
 
     how = (
-        f"sampled {draws} architectures with optuna RandomSampler(seed={seed}) "
+        f"sampled {draws} architectures at random (seed {seed}) "
         + (
             f"(capped at {max_archs}); "
             if max_archs is not None

@@ -1,19 +1,12 @@
-"""What a measurement ran on, and onnxruntime sessions for modules exported in memory."""
+"""onnxruntime sessions for modules exported in memory."""
 
 from __future__ import annotations
 
 import io
-import platform
 import warnings
 
 import torch
 from torch import nn
-
-from compactnas.evaluators.latency import cpu_name
-
-
-def host_description() -> str:
-    return f"{cpu_name()}; {platform.system()} {platform.release()}; python {platform.python_version()}"
 
 
 def onnxruntime_version() -> str:

@@ -19,16 +19,17 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from compactnas.errors import ConfigError
+from compactnas.core.errors import ConfigError
+from compactnas.core.host import host_description
 from compactnas.hw_profiles.measure import Progress
 from compactnas.hw_profiles.models import LatencyModel, TableModel, create_latency_model
 from compactnas.hw_profiles.profile import DeviceProfile
 from compactnas.hw_profiles.registry import load_profile
-from compactnas.hw_profiles.tables import measure_networks, sample_archs
-from compactnas.hw_profiles.timing import host_description
+from compactnas.hw_profiles.tables import measure_networks
 from compactnas.spaces.arch import format_arch
 from compactnas.spaces.layers import count_macs
 from compactnas.spaces.registry import create_space
+from compactnas.spaces.sampling import sample_archs
 
 VALIDATION_SEED_OFFSET = 1000
 

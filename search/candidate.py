@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from compactnas.data import Dataset
+from compactnas.core.data import Dataset
 from compactnas.evaluators import (
     CompressEvaluator,
     ProxyEvaluator,

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from compactnas.errors import ConfigError
+from compactnas.core.errors import ConfigError
 from compactnas.evaluators.train import OPTIMIZERS
 
 SAMPLERS = ("nsga2", "tpe", "random")

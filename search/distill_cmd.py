@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compactnas.errors import ConfigError
+from compactnas.core.errors import ConfigError
 
 log = logging.getLogger("compactnas")
 
@@ -99,7 +99,7 @@ def _teacher(
 def run_distill(out_dir: str | Path, cfg: DistillConfig, *, quiet: bool = False) -> dict[str, Any]:
     import torch
 
-    from compactnas.data import load_data
+    from compactnas.core.data import load_data
     from compactnas.evaluators import TrainConfig, is_compressed
     from compactnas.evaluators.distill import TeacherLogits, distillation_loss_fn, retrain
     from compactnas.search.results import load_summary

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from compactnas.errors import ConfigError
-from compactnas.evaluators.latency import cpu_name
+from compactnas.core.errors import ConfigError
+from compactnas.core.host import cpu_name
 from compactnas.search.export_formats import (
     CALIBRATIONS,
     INPUT_NAME,
@@ -326,7 +326,7 @@ def export(
 def _export(
     out: Path, trial: int | None, pick: str | None, cfg: ExportConfig, quiet: bool
 ) -> ExportResult:
-    from compactnas.data import load_data
+    from compactnas.core.data import load_data
     from compactnas.evaluators import measure_latency_ms
     from compactnas.search.results import load_summary
     from compactnas.spaces import parse_arch

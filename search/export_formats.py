@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compactnas.errors import CompactnasError
+from compactnas.core.errors import CompactnasError
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

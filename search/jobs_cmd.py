@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compactnas.errors import ConfigError
+from compactnas.core.errors import ConfigError
 
 # Never shipped to the cluster with the working directory. The package's source folders stay too: Ray
 # puts the working directory on the job's import path, where `compactnas/` would shadow the package

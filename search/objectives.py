@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compactnas.errors import RegistryError
+from compactnas.core.errors import RegistryError
 
 
 @dataclass(frozen=True)

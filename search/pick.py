@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from compactnas.errors import ConfigError
+from compactnas.core.errors import ConfigError
 
 PICKS = ("accuracy", "latency", "size", "knee")
 

@@ -19,8 +19,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from compactnas.data import Dataset, load_data
-from compactnas.errors import ConfigError
+from compactnas.core.data import Dataset, load_data
+from compactnas.core.errors import ConfigError
 from compactnas.search.candidate import Infeasible, evaluate_candidate
 from compactnas.search.config import SearchConfig
 from compactnas.search.objectives import resolve_objectives

@@ -164,7 +164,7 @@ def plot_front(
 
 
 def load_summary(out_dir: Path) -> dict[str, Any]:
-    from compactnas.errors import ConfigError
+    from compactnas.core.errors import ConfigError
 
     p = Path(out_dir) / "summary.json"
     if not p.is_file():

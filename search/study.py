@@ -18,8 +18,8 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from compactnas.data import Dataset, load_data
-from compactnas.errors import ConfigError, TrialDiverged
+from compactnas.core.data import Dataset, load_data
+from compactnas.core.errors import ConfigError, TrialDiverged
 from compactnas.search.candidate import Infeasible, evaluate_candidate
 from compactnas.search.config import SearchConfig
 from compactnas.search.early_stop import SuccessiveHalving

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from compactnas.errors import ConfigError
+from compactnas.core.errors import ConfigError
 
 
 def add_parser(sub: Any) -> None:
@@ -39,7 +39,7 @@ def add_parser(sub: Any) -> None:
 def _cmd_teacher(args: argparse.Namespace) -> int:
     import torch
 
-    from compactnas.data import load_data
+    from compactnas.core.data import load_data
     from compactnas.evaluators.teacher import TeacherConfig, get_teacher
 
     if args.threads < 1:

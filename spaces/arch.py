@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from compactnas.errors import ArchStringError
+from compactnas.core.errors import ArchStringError
 
 BLOCK_KINDS = ("ds", "ir", "fire")
 WEIGHT_BITS = (2, 4, 8, 32)

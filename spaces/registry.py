@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from compactnas.errors import RegistryError
+from compactnas.core.errors import RegistryError
 from compactnas.spaces.arch import ArchSpec
 
 

@@ -9,6 +9,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 @pytest.fixture(scope="session")
 def digits():
-    from compactnas.data import load_data
+    from compactnas.core.data import load_data
 
     return load_data("digits", seed=0)

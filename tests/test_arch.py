@@ -1,7 +1,7 @@
 import optuna
 import pytest
 
-from compactnas.errors import ArchStringError
+from compactnas.core.errors import ArchStringError
 from compactnas.spaces import create_space, format_arch, list_spaces, parse_arch
 from compactnas.spaces.arch import ArchSpec, BlockSpec
 

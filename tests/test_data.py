@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from compactnas.data import load_data
-from compactnas.errors import DataError
+from compactnas.core.data import load_data
+from compactnas.core.errors import DataError
 
 
 def test_digits_split_is_fixed_stratified_and_disjoint(digits):

@@ -10,7 +10,7 @@ import torch
 
 import compactnas
 from compactnas.cli import main
-from compactnas.data import load_data
+from compactnas.core.data import load_data
 from compactnas.search.export import ExportConfig, check_formats, parse_formats
 from compactnas.search.export_formats import ExportError, OnnxModel, build_model, torch_logits
 from compactnas.search.pick import knee_index, pick_from_front
@@ -103,7 +103,7 @@ def test_card_records_the_truth(exported):
     assert card["source"]["weights"] == "trained"
     assert exported.warnings == ()
     # What a deployment must do to its inputs: the training split's statistics (digits: one channel).
-    from compactnas.data import load_data
+    from compactnas.core.data import load_data
 
     norm = card["model"]["normalize"]
     data = load_data("digits", seed=0)

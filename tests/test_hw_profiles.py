@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 
 import compactnas.hw_profiles as hw
-from compactnas.errors import ConfigError, DataError, RegistryError
+from compactnas.core.errors import ConfigError, DataError, RegistryError
 from compactnas.hw_profiles import analysis
-from compactnas.hw_profiles.tables import sample_archs
 from compactnas.hw_profiles.units import build_block, network_units
 from compactnas.spaces import create_space
 from compactnas.spaces.arch import ArchSpec, BlockSpec, HeadSpec, StemSpec, parse_arch
 from compactnas.spaces.layers import arch_layers, block_inputs
+from compactnas.spaces.sampling import sample_archs
 
 SHAPE = (1, 8, 8)
 PUBLISHED = ("rpi4", "cortex-a76", "jetson-nano", "stm32f746")

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 import compactnas.hw_profiles as hw
-from compactnas.errors import CompactnasError, DataError, RegistryError
+from compactnas.core.errors import CompactnasError, DataError, RegistryError
 from compactnas.hw_profiles import cli
-from compactnas.hw_profiles.tables import sample_archs
 from compactnas.spaces import create_space
+from compactnas.spaces.sampling import sample_archs
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from compactnas.data import Dataset, Split
-from compactnas.errors import ConfigError
+from compactnas.core.data import Dataset, Split
+from compactnas.core.errors import ConfigError
 from compactnas.search import SearchConfig, run_search
 from compactnas.search.results import hypervolume, non_dominated
 from compactnas.spaces import register_space, unregister_space

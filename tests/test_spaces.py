@@ -4,7 +4,7 @@ import optuna
 import pytest
 import torch
 
-from compactnas.errors import RegistryError
+from compactnas.core.errors import RegistryError
 from compactnas.evaluators import count_macs as measured_macs
 from compactnas.evaluators import count_parameters
 from compactnas.spaces import create_model, create_space, list_spaces, parse_arch
