@@ -81,6 +81,17 @@ def _search_parser(sub: Any) -> None:
     g.add_argument("--lr", type=float, default=S, help="peak learning rate (default 0.005)")
     g.add_argument("--optimizer", default=S, help="adamw (default) or sgd")
     g.add_argument("--threads", type=int, default=S, help="torch threads for training (default 1)")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=S,
+        help="candidates evaluated at once, each in its own process (default: one per core)",
+    )
+    g.add_argument(
+        "--evaluator",
+        default=S,
+        help="how candidates get their accuracy: auto (default), proxy, compress or another registered name",
+    )
     g = p.add_argument_group("output and tracking")
     g.add_argument("--out", default=S, help="output folder (default runs/search)")
     g.add_argument("--study-name", default=S, help="Optuna study name (default compactnas)")
@@ -224,6 +235,25 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _track_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "track",
+        help="log a search's missing MLflow runs again (after a tracking-server failure)",
+        description="Log every trial of OUT's study that its MLflow store lacks, under the search's run.",
+    )
+    p.add_argument("out", help="the search's output folder")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the search's own)")
+    p.set_defaults(func=_cmd_track)
+
+
+def _cmd_track(args: argparse.Namespace) -> int:
+    from compactnas.search.relog import track
+
+    parent, n = track(args.out, tracking_uri=args.tracking_uri)
+    print(f"logged {n} trial run(s) under MLflow run {parent}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from compactnas import __version__
 
@@ -235,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"compactnas {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _search_parser(sub)
+    _track_parser(sub)
     _show_parser(sub)
     _ui_parser(sub)
     for module in _EXTENSIONS:

@@ -19,10 +19,7 @@ from compactnas.evaluators.latency import measure_latency_ms
 from compactnas.evaluators.proxy import ProxyEvaluator
 from compactnas.evaluators.train import TrainConfig, accuracy, train
 
-_EVALUATORS: dict[str, Callable[..., Evaluator]] = {
-    "proxy": ProxyEvaluator,
-    "compress": CompressEvaluator,
-}
+_EVALUATORS: dict[str, Callable[..., Evaluator]] = {}
 
 
 def register_evaluator(name: str) -> Callable:
@@ -39,14 +36,36 @@ def list_evaluators() -> list[str]:
     return sorted(_EVALUATORS)
 
 
-def create_evaluator(evaluator: str | Evaluator, **kwargs: Any) -> Evaluator:
+def evaluator_factories() -> dict[str, Callable[..., Evaluator]]:
+    """Every registered factory by name (the search hands them to its worker processes)."""
+    return dict(_EVALUATORS)
+
+
+def create_evaluator(
+    evaluator: str | Evaluator,
+    *,
+    train_config: TrainConfig | None = None,
+    options: dict[str, Any] | None = None,
+    **ignored: Any,
+) -> Evaluator:
+    """The evaluator registered as ``evaluator``; factories take ``train_config`` and ``options``."""
     if not isinstance(evaluator, str):
         return evaluator
     if evaluator not in _EVALUATORS:
         raise RegistryError(
             f"unknown evaluator '{evaluator}' (known: {', '.join(list_evaluators())})"
         )
-    return _EVALUATORS[evaluator](**kwargs)
+    return _EVALUATORS[evaluator](train_config=train_config or TrainConfig(), options=options or {})
+
+
+@register_evaluator("proxy")
+def _proxy(*, train_config: TrainConfig, **_: Any) -> Evaluator:
+    return ProxyEvaluator(train_config=train_config)
+
+
+@register_evaluator("compress")
+def _compress(*, train_config: TrainConfig, **_: Any) -> Evaluator:
+    return CompressEvaluator(train_config=train_config)
 
 
 __all__ = [
@@ -63,6 +82,7 @@ __all__ = [
     "count_macs",
     "count_parameters",
     "create_evaluator",
+    "evaluator_factories",
     "is_compressed",
     "list_evaluators",
     "measure_latency_ms",

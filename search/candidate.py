@@ -1,9 +1,15 @@
-"""One candidate, from architecture to metrics; shared by the local and the Ray backends."""
+"""One candidate, from architecture to metrics; the same code runs in every backend's workers.
+
+``run_candidate`` never raises for a bad candidate: it returns a plain, picklable *payload* (see
+``outcomes.py``) that the search loop records, whichever process or Ray worker produced it.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+import contextlib
+import time
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,21 +17,26 @@ from typing import Any
 import torch
 
 from compactnas.core.data import Dataset
+from compactnas.core.errors import ConfigError, TrialDiverged
 from compactnas.evaluators import (
-    CompressEvaluator,
-    ProxyEvaluator,
     TrainConfig,
     build_pruned_model,
+    check_result,
     count_macs,
     count_parameters,
+    create_evaluator,
     is_compressed,
     measure_latency_ms,
 )
 from compactnas.evaluators.compression import is_pruned
 from compactnas.evaluators.train import Report
 from compactnas.search.config import SearchConfig
-from compactnas.spaces import ArchSpec, create_model
+from compactnas.spaces import ArchSpec, create_model, parse_arch
 from compactnas.spaces.layers import size_bytes
+
+# A context manager the host-latency measurement runs in: the parallel backend pauses the other
+# workers' training inside it, so a candidate is timed on an otherwise quiet machine.
+Gate = Callable[[], contextlib.AbstractContextManager[Any]]
 
 
 @dataclass(frozen=True)
@@ -47,12 +58,50 @@ def train_config(cfg: SearchConfig, trial_number: int) -> TrainConfig:
     )
 
 
+def evaluator_name(cfg: SearchConfig, spec: ArchSpec) -> str:
+    """The registered evaluator a candidate goes to: the configured one, or the ``auto`` choice."""
+    if cfg.evaluator != "auto":
+        return cfg.evaluator
+    if cfg.data.startswith("table:"):
+        return "table"  # a benchmark table answers for the candidate: nothing is trained
+    return "compress" if is_compressed(spec) else "proxy"
+
+
+def resolve_latency_model(
+    cfg: SearchConfig, objectives: list[Any], *, num_classes: int = 10
+) -> Any:
+    """The device profile's model, or None to measure on this host.
+
+    An objective the profile cannot score (energy without energy figures, sram on a device without
+    SRAM limits) is an error before anything runs. A measured-table profile times a block it lacks
+    on this host the first time it is needed, so a new block never fails a trial.
+    """
+    if cfg.device is None:
+        missing = [o.name for o in objectives if o.needs]
+        if missing:
+            raise ConfigError(
+                f"objective(s) {', '.join(missing)} need a device profile (--device NAME)"
+            )
+        return None
+    from compactnas.hw_profiles import create_latency_model, load_profile
+
+    profile = load_profile(cfg.device)
+    lacks = {"energy": profile.energy is None, "sram": profile.memory is None}
+    unscorable = [o.name for o in objectives if o.needs and lacks.get(o.needs, False)]
+    if unscorable:
+        raise ConfigError(
+            f"device '{profile.name}' has no figures for objective(s) {', '.join(unscorable)}"
+        )
+    return create_latency_model(profile, num_classes=num_classes, on_missing="measure")
+
+
 def static_metrics(
     spec: ArchSpec,
     model: torch.nn.Module,
     data: Dataset,
     cfg: SearchConfig,
     latency_model: Any | None = None,
+    gate: Gate = contextlib.nullcontext,
 ) -> dict[str, float]:
     """What is known before training: size, parameters, MACs, latency (device model or this host).
 
@@ -67,17 +116,14 @@ def static_metrics(
     }
     if latency_model is not None:
         m["latency_ms"] = float(latency_model.predict_ms(spec, shape))
-        for key, fn in (
-            ("energy_mj", "energy_mj"),
-            ("peak_sram_kb", "peak_sram_kb"),
-            ("flash_kb", "flash_kb"),
-        ):
-            value = getattr(latency_model, fn, None)
-            value = value(spec, shape) if value is not None else None
+        for key in ("energy_mj", "peak_sram_kb", "flash_kb"):
+            fn = getattr(latency_model, key, None)
+            value = fn(spec, shape) if fn is not None else None
             if value is not None:
                 m[key] = float(value)
     else:
-        m["latency_ms"] = measure_latency_ms(model, shape, threads=cfg.latency_threads)
+        with gate():
+            m["latency_ms"] = measure_latency_ms(model, shape, threads=cfg.latency_threads)
     return m
 
 
@@ -118,11 +164,12 @@ def evaluate_candidate(
     report: Report | None = None,
     checkpoint: Path | None = None,
     on_static: Callable[[dict[str, float]], None] | None = None,
+    gate: Gate = contextlib.nullcontext,
 ) -> dict[str, float] | Infeasible:
-    """Static metrics and budgets first; only a feasible candidate is trained.
+    """Static metrics and budgets first; only a feasible candidate goes to its evaluator.
 
-    Raises TrialDiverged (non-finite loss) or any error of the model itself; the caller records the
-    trial as failed and the search goes on.
+    Raises TrialDiverged (non-finite loss), EvaluationError (a result that breaks the contract) or any
+    error of the model itself; ``run_candidate`` turns those into a failed trial.
     """
     torch.manual_seed(cfg.seed * 100_003 + trial_number)
     model = create_model(spec, num_classes=data.num_classes, in_chans=data.input_shape[0])
@@ -134,35 +181,86 @@ def evaluate_candidate(
         shaped = build_pruned_model(
             spec, num_classes=data.num_classes, in_chans=data.input_shape[0]
         )
-    metrics = static_metrics(spec, shaped, data, cfg, latency_model)
+    metrics = static_metrics(spec, shaped, data, cfg, latency_model, gate)
     if on_static is not None:
         on_static(dict(metrics))
     infeasible = check_budgets(cfg, metrics, spec, data, latency_model)
     if infeasible is not None:
         return infeasible
-    tc = train_config(cfg, trial_number)
+    name = evaluator_name(cfg, spec)
+    evaluator = create_evaluator(
+        name, train_config=train_config(cfg, trial_number), options=cfg.to_dict()
+    )
     # A compressed candidate is trained dense, pruned and QAT-tuned in place within the same epochs,
     # so model.state_dict() below is the compressed model's (see build_compressed_model).
-    compressed = is_compressed(spec)
-    evaluator = (
-        CompressEvaluator(train_config=tc) if compressed else ProxyEvaluator(train_config=tc)
-    )
-    metrics.update(evaluator.evaluate(model, spec, data, report=report))
-    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-    if bad:
-        raise ValueError(f"non-finite metric(s): {', '.join(bad)}")
-    if checkpoint is not None:
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {
-                "arch": str(spec),
-                "num_classes": data.num_classes,
-                "input_shape": list(data.input_shape),
-                "data": data.name,
-                "compressed": compressed,
-                "metrics": metrics,
-                "state_dict": model.state_dict(),
-            },
-            checkpoint,
-        )
+    result = check_result(name, evaluator.evaluate(model, spec, data, report=report))
+    metrics.update(result)  # a measured latency_ms (a table's, say) replaces the predicted one
+    if checkpoint is not None and getattr(evaluator, "trains", True):
+        _save_checkpoint(checkpoint, spec, data, metrics, model)
     return metrics
+
+
+def _save_checkpoint(
+    path: Path, spec: ArchSpec, data: Dataset, metrics: dict[str, float], model: torch.nn.Module
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "arch": str(spec),
+            "num_classes": data.num_classes,
+            "input_shape": list(data.input_shape),
+            "data": data.name,
+            "compressed": is_compressed(spec),
+            "metrics": metrics,
+            "state_dict": model.state_dict(),
+        },
+        tmp,
+    )
+    tmp.replace(path)  # a checkpoint is complete or absent, never half-written
+
+
+def run_candidate(
+    arch: str,
+    number: int,
+    data: Dataset,
+    cfg: SearchConfig,
+    *,
+    latency_model: Any | None = None,
+    report: Report | None = None,
+    on_static: Callable[[dict[str, float]], None] | None = None,
+    gate: Gate = contextlib.nullcontext,
+) -> dict[str, Any]:
+    """Evaluate one candidate and describe how it went as a payload (see outcomes.Outcome)."""
+    t0 = time.time()
+    try:
+        with _threads(cfg.threads):
+            result = evaluate_candidate(
+                parse_arch(arch),
+                data,
+                cfg,
+                trial_number=number,
+                latency_model=latency_model,
+                report=report,
+                checkpoint=cfg.out_dir / "checkpoints" / f"trial_{number}.pt",
+                on_static=on_static,
+                gate=gate,
+            )
+    except (Exception, TrialDiverged) as e:  # noqa: BLE001 - one bad candidate must not end the search
+        reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        return {"kind": "failed", "reason": reason, "traceback": traceback.format_exc()[-4000:]}
+    if isinstance(result, Infeasible):
+        return {"kind": "infeasible", "reason": result.reason, "violations": result.violations}
+    result["train_seconds"] = round(time.time() - t0, 3)
+    kind = "stopped" if result.get("stopped_early") else "complete"
+    return {"kind": kind, "metrics": result}
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ class SearchConfig:
     max_latency_ms: float | None = None
     max_size_kb: float | None = None
     max_params: int | None = None
+    # How a candidate gets its accuracy: a registered evaluator's name, or "auto" (compress for a
+    # compressed candidate, proxy otherwise, table for a table: data source)
+    evaluator: str = "auto"
     # Proxy training
     epochs: int = 15
     batch_size: int = 64
@@ -41,6 +45,8 @@ class SearchConfig:
     optimizer: str = "adamw"
     weight_decay: float = 5e-4
     threads: int = 1
+    # Candidates evaluated at once by the local backend, each in its own process (None: one per core)
+    workers: int | None = None
     latency_threads: int = 1
     # Where results go
     out: str = "runs/search"
@@ -95,6 +101,16 @@ class SearchConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.evaluator != "auto":
+            from compactnas.evaluators import list_evaluators
+
+            if self.evaluator not in list_evaluators():
+                raise ConfigError(
+                    f"unknown evaluator '{self.evaluator}' "
+                    f"(use auto or one of: {', '.join(list_evaluators())})"
+                )
         if self.halving_rate < 2:
             raise ConfigError(f"halving_rate must be >= 2, got {self.halving_rate}")
         if self.max_retries < 0:
@@ -107,8 +123,20 @@ class SearchConfig:
             v = getattr(self, name)
             if v is not None and not (v > 0 and math.isfinite(v)):
                 raise ConfigError(f"{name} must be a positive number, got {v}")
+        if (
+            self.address
+            and not self.address.startswith(("ray://", "http"))
+            and ":" not in self.address
+        ):
+            raise ConfigError(
+                f"Ray address must be HOST:PORT or ray://HOST:PORT, got '{self.address}'"
+            )
         if not self.study_name or not self.out:
             raise ConfigError("study_name and out must not be empty")
+
+    @property
+    def n_workers(self) -> int:
+        return self.workers if self.workers is not None else (os.cpu_count() or 1)
 
     @property
     def out_dir(self) -> Path:
@@ -139,7 +167,7 @@ def _coerce(name: str, value: Any) -> Any:
             "config field 'objectives' must be a list of names or a comma-separated string"
         )
     expected = type(default) if default is not None else None
-    if name in ("resize", "max_params"):
+    if name in ("resize", "max_params", "workers"):
         expected = int
     if name == "max_latency_ms" or name == "max_size_kb":
         expected = float

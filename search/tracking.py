@@ -1,11 +1,16 @@
 """MLflow tracking: one run per search, one nested run per trial.
 
 The default store is embedded: a SQLite file in the search's output folder, with artifacts beside it.
+Tracking never stops a search: after its first failure the tracker says so once on stderr and stays
+quiet; every trial is still in the study and the output folder, and ``compactnas track OUT`` (or
+``--resume``) logs the missing runs later (see relog.py).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +21,20 @@ from compactnas.core.errors import ConfigError
 
 for _name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+
+log = logging.getLogger("compactnas")
+
+# MLflow retries a failing HTTP call for minutes by default; a search should notice a dead server in
+# seconds and go on. A user's own setting of these variables wins.
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
+class ParentRunMissing(ConfigError):
+    """The study names a parent run the tracking store does not hold."""
 
 
 def default_tracking_uri(out_dir: Path) -> str:
@@ -36,14 +55,26 @@ def check_tracking_server(uri: str, *, timeout: float = 5.0) -> None:
 
 
 class Tracker:
-    """Thin wrapper over MlflowClient; every call batches what it can into one request."""
+    """Thin wrapper over MlflowClient; every call batches what it can into one request.
 
-    def __init__(self, uri: str, experiment: str, artifact_dir: Path | None):
+    ``connect`` and ``start_parent`` raise (a search must not start against a dead store); every later
+    call is guarded: the first failure marks the tracker ``broken`` and is reported once, and from then
+    on calls return None without trying again, so a dead server costs seconds, not minutes per call.
+    """
+
+    def __init__(
+        self, uri: str, experiment: str, artifact_dir: Path | None, *, relog_hint: str = ""
+    ):
         self.uri = uri
         self.experiment_name = experiment
         self.artifact_dir = artifact_dir
+        self.relog_hint = relog_hint
+        self.broken: str | None = None
         self._client: Any = None
         self.experiment_id: str | None = None
+        if uri.startswith(("http://", "https://")):
+            for key, value in _HTTP_DEFAULTS.items():
+                os.environ.setdefault(key, value)
 
     @property
     def client(self) -> Any:
@@ -51,44 +82,107 @@ class Tracker:
             from mlflow.tracking import MlflowClient
 
             check_tracking_server(self.uri)
-            self._client = MlflowClient(tracking_uri=self.uri)
-            exp = self._client.get_experiment_by_name(self.experiment_name)
+            client = MlflowClient(tracking_uri=self.uri)
+            exp = client.get_experiment_by_name(self.experiment_name)
             if exp is None:
                 location = self.artifact_dir.as_uri() if self.artifact_dir is not None else None
-                self.experiment_id = self._client.create_experiment(
+                self.experiment_id = client.create_experiment(
                     self.experiment_name, artifact_location=location
                 )
             else:
                 self.experiment_id = exp.experiment_id
+            self._client = client
         return self._client
 
+    def connect(self) -> Tracker:
+        _ = self.client
+        return self
+
+    def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.broken is not None:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - tracking must never stop a search
+            self.broken = (
+                f"{what}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            )
+            print(
+                f"compactnas: warning: MLflow tracking at {self.uri} failed ({self.broken}); the "
+                f"search goes on and keeps every trial{self.relog_hint}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return None
+
+    # -- runs -----------------------------------------------------------------------------------
     def start_parent(
         self, name: str, params: dict[str, Any], existing_run_id: str | None = None
     ) -> str:
+        """The search's run: the existing one on resume, else a new one.
+
+        An existing id the store does not hold raises ParentRunMissing (the caller decides whether to
+        start a new parent and re-log); any other failure propagates, never a silent second parent.
+        """
         c = self.client
         if existing_run_id is not None:
+            from mlflow.exceptions import MlflowException
+
             try:
                 c.get_run(existing_run_id)
-                c.update_run(existing_run_id, status="RUNNING")
-                return existing_run_id
-            except Exception:  # noqa: BLE001 - the old run is gone (another store): start a new one
-                pass
-        run = c.create_run(self.experiment_id, run_name=name, tags={"compactnas.kind": "search"})
-        self.log(run.info.run_id, params=params)
+            except MlflowException as e:
+                if getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+                    raise ParentRunMissing(
+                        f"the search's MLflow run {existing_run_id} is not in {self.uri}"
+                    ) from None
+                raise
+            c.update_run(existing_run_id, status="RUNNING")
+            return existing_run_id
+        return self.new_parent(name, params)
+
+    def new_parent(self, name: str, params: dict[str, Any]) -> str:
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags={"compactnas.kind": "search"}
+        )
+        self._log(run.info.run_id, params=params)
         return run.info.run_id
 
     def start_child(
-        self, parent_id: str, name: str, params: dict[str, Any], tags: dict[str, str] | None = None
-    ) -> str:
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=name,
-            tags={"mlflow.parentRunId": parent_id, "compactnas.kind": "trial", **(tags or {})},
-        )
-        self.log(run.info.run_id, params=params)
-        return run.info.run_id
+        self,
+        parent_id: str | None,
+        name: str,
+        params: dict[str, Any],
+        tags: dict[str, str] | None = None,
+    ) -> str | None:
+        if parent_id is None:
+            return None
+
+        def create() -> str:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=name,
+                tags={"mlflow.parentRunId": parent_id, "compactnas.kind": "trial", **(tags or {})},
+            )
+            self._log(run.info.run_id, params=params)
+            return run.info.run_id
+
+        return self._guard("starting a trial run", create)
 
     def log(
+        self,
+        run_id: str | None,
+        *,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, Any] | None = None,
+        step: int = 0,
+    ) -> None:
+        if run_id is not None:
+            self._guard(
+                "logging", self._log, run_id, params=params, metrics=metrics, tags=tags, step=step
+            )
+
+    def _log(
         self,
         run_id: str,
         *,
@@ -107,19 +201,17 @@ class Tracker:
             tags=[RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()],
         )
 
-    def fail(self, run_id: str, reason: str) -> None:
-        """End a run as FAILED with the one-line reason and the current exception's traceback."""
-        import traceback
+    def end(self, run_id: str | None, status: str = "FINISHED") -> None:
+        if run_id is not None:
+            self._guard("ending a run", self.client.set_terminated, run_id, status=status)
 
-        tags = {"compactnas.error": reason, "compactnas.traceback": traceback.format_exc()[-4000:]}
-        self.log(run_id, tags=tags)
-        self.end(run_id, "FAILED")
+    def artifact(self, run_id: str | None, path: Path) -> None:
+        if run_id is not None:
+            self._guard("logging an artifact", self.client.log_artifact, run_id, str(path))
 
-    def end(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status=status)
-
-    def artifact(self, run_id: str, path: Path) -> None:
-        self.client.log_artifact(run_id, str(path))
+    def status(self, run_id: str) -> str | None:
+        run = self._guard("reading a run", self.client.get_run, run_id)
+        return run.info.status if run is not None else None
 
     def children(self, parent_id: str) -> list[Any]:
         return self.client.search_runs(

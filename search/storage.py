@@ -1,0 +1,143 @@
+"""The Optuna study of a search: where it is stored, how it is opened, recovered and read back.
+
+Every trial is written to a SQLite study in the output folder as soon as it ends, so a search that is
+killed loses nothing it completed; a trial that was running when the process died is tried again with
+the same parameters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from compactnas.core.errors import ConfigError
+from compactnas.search.config import SearchConfig
+from compactnas.search.objectives import Objective, resolve_objectives
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# Settings that define what a study is; a resumed study must keep them.
+IDENTITY = ("space", "data", "resize", "compress", "objectives", "device", "seed", "epochs")
+
+
+def storage_url(out_dir: Path) -> str:
+    return f"sqlite:///{out_dir / 'study.db'}"
+
+
+def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
+    if cfg.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=cfg.population, seed=cfg.seed)
+    if cfg.sampler == "tpe":
+        # With several candidates in flight, the running ones count as bad results so that the
+        # sampler spreads its proposals instead of asking for the same point N times.
+        return optuna.samplers.TPESampler(
+            seed=cfg.seed,
+            n_startup_trials=min(10, max(2, cfg.trials // 3)),
+            constant_liar=cfg.n_workers > 1 or cfg.backend == "ray",
+        )
+    return optuna.samplers.RandomSampler(seed=cfg.seed)
+
+
+def _study_names(out: Path) -> list[str]:
+    if not (out / "study.db").exists():
+        return []
+    return [s.study_name for s in optuna.get_all_study_summaries(storage_url(out))]
+
+
+def open_study(cfg: SearchConfig, objectives: list[Objective]) -> optuna.Study:
+    """Create the study, or continue it with ``resume`` (refused when its defining settings changed)."""
+    out = cfg.out_dir
+    existing = _study_names(out)
+    if cfg.study_name in existing and not cfg.resume:
+        raise ConfigError(
+            f"{out} already holds study '{cfg.study_name}': pass --resume to continue it, or choose another --out"
+        )
+    if cfg.resume and cfg.study_name not in existing:
+        raise ConfigError(
+            f"nothing to resume: {out} holds no study '{cfg.study_name}' (drop --resume to start one)"
+        )
+    study = optuna.create_study(
+        storage=storage_url(out),
+        study_name=cfg.study_name,
+        directions=[o.direction for o in objectives],
+        sampler=make_sampler(cfg),
+        load_if_exists=True,
+    )
+    stored = study.user_attrs.get("config")
+    if stored is None:
+        study.set_user_attr("config", cfg.to_dict())
+    else:
+        now = cfg.to_dict()
+        changed = [k for k in IDENTITY if stored.get(k) != now.get(k)]
+        if changed:
+            diffs = ", ".join(f"{k}: {stored.get(k)!r} -> {now.get(k)!r}" for k in changed)
+            raise ConfigError(
+                f"cannot resume study '{cfg.study_name}' with different settings ({diffs})"
+            )
+    return study
+
+
+def trials_frame(study: optuna.Study, objectives: list[Objective]) -> pd.DataFrame:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state in (TrialState.RUNNING, TrialState.WAITING) or t.user_attrs.get("interrupted"):
+            continue
+        state = t.state.name
+        if t.state == TrialState.PRUNED:
+            state = "STOPPED" if "stopped_early" in t.user_attrs else "INFEASIBLE"
+        row: dict[str, Any] = {"trial": t.number, "state": state, "arch": t.user_attrs.get("arch")}
+        row.update(t.user_attrs.get("metrics", {}))
+        row["error"] = t.user_attrs.get("error") or t.user_attrs.get("infeasible")
+        row["duplicate_of"] = t.user_attrs.get("duplicate_of")
+        row["duration_s"] = t.duration.total_seconds() if t.duration else None
+        rows.append(row)
+    cols = ["trial", "state", "arch", *(o.metric for o in objectives), "error", "duplicate_of"]
+    df = pd.DataFrame(rows)
+    for c in cols:
+        if c not in df.columns:
+            df[c] = pd.Series(dtype=float if c not in ("state", "arch", "error") else object)
+    return df
+
+
+def interrupted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return list(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Mark a trial left RUNNING by a killed process failed, and queue its parameters again."""
+    # Optuna offers no public call to change a finished process's trial; its storage API is the way.
+    storage = study._storage  # noqa: SLF001
+    storage.set_trial_user_attr(trial._trial_id, "interrupted", True)  # noqa: SLF001
+    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # noqa: SLF001
+    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+
+
+def budget_used(study: optuna.Study) -> int:
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=done)
+        if not t.user_attrs.get("interrupted")
+    )
+
+
+def open_existing(out_dir: Path | str) -> optuna.Study:
+    out = Path(out_dir).expanduser().resolve()
+    if not (out / "study.db").is_file():
+        raise ConfigError(f"{out} holds no search (no study.db)")
+    names = _study_names(out)
+    if not names:
+        raise ConfigError(f"{out / 'study.db'} holds no study")
+    return optuna.load_study(study_name=names[0], storage=storage_url(out))
+
+
+def load_trials(out_dir: Path) -> tuple[optuna.Study, pd.DataFrame, list[Objective]]:
+    """Open a finished or running search's study read-only, for show/export/distill."""
+    study = open_existing(out_dir)
+    cfg = study.user_attrs.get("config", {})
+    objectives = resolve_objectives(tuple(cfg.get("objectives", ("accuracy", "latency", "size"))))
+    return study, trials_frame(study, objectives), objectives
