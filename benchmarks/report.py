@@ -25,7 +25,10 @@ from typing import Any
 from compactnas.core.host import cpu_name
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("baselines", "search_quality", "compression", "latency_fidelity", "ray_scaling")
+BENCHMARKS = (
+    "baselines", "search_quality", "compression", "latency_fidelity", "ray_scaling",
+    "parallel_workers",
+)  # fmt: skip
 PACKAGES = ("torch", "timm", "optuna", "ray", "mlflow", "compactnas")
 
 # -- formatting ------------------------------------------------------------------------------------
@@ -659,6 +662,15 @@ def section_ray(ctx: Ctx) -> list[str]:
     return out + [""]
 
 
+def section_parallel_workers(ctx: Ctx) -> list[str]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("parallel_workers", HERE / "parallel_workers.py")
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod.report_section(ctx.data.get("parallel_workers"))
+
+
 SECTIONS: tuple[Callable[[Ctx], list[str]], ...] = (
     section_headline,
     section_search_quality,
@@ -666,6 +678,7 @@ SECTIONS: tuple[Callable[[Ctx], list[str]], ...] = (
     section_latency,
     section_compression,
     section_ray,
+    section_parallel_workers,
 )
 
 

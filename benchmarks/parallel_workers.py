@@ -1,0 +1,214 @@
+"""Parallel workers: candidates per minute with one worker and with the default (one per core), and
+how clean host latency stays while a parallel search trains.
+
+Three measurements on digits, written to ``results/parallel_workers.json`` as each one ends:
+
+1. a fixed network's host latency measured repeatedly on its own (nothing else running here);
+2. a search with ``--workers 1``: candidates per minute;
+3. the same search with the default number of workers: candidates per minute, while the same fixed
+   network is timed repeatedly (a) through the search's timing gate, which pauses every worker the
+   way a candidate's own timing does, and (b) without it, to show what the gate protects against.
+
+    python benchmarks/parallel_workers.py [--quick] [--trials N] [--epochs E]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results" / "parallel_workers.json"
+FIXED = "stem_k3_s1_c16-ir_r2_k3_s1_e4_c24-ir_r2_k5_s2_e4_c32_se0.25-head_c64"
+
+
+def _write(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _fixed_model() -> Any:
+    from compactnas.spaces import create_model
+
+    return create_model(FIXED, num_classes=10, in_chans=1)
+
+
+def _measure(model: Any) -> float:
+    from compactnas.evaluators import measure_latency_ms
+
+    return float(measure_latency_ms(model, (1, 8, 8), threads=1))
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    med = statistics.median(values)
+    return {
+        "n": len(values),
+        "median_ms": med,
+        "mean_ms": statistics.fmean(values),
+        "stdev_ms": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "spread": (max(values) - min(values)) / med if med else 0.0,
+        "values_ms": values,
+    }
+
+
+def _search(out: Path, trials: int, epochs: int, workers: int, during: Any = None) -> dict:
+    from compactnas.search import SearchConfig, run_search
+
+    cfg = SearchConfig(
+        out=str(out), trials=trials, epochs=epochs, sampler="random", seed=0, workers=workers,
+        population=4,
+    )  # fmt: skip
+    box: dict[str, Any] = {}
+
+    def go() -> None:
+        try:
+            box["result"] = run_search(cfg, quiet=True)
+        except BaseException as e:  # noqa: BLE001 - reported below, in this thread
+            box["error"] = e
+
+    t0 = time.time()
+    thread = threading.Thread(target=go)
+    thread.start()
+    extra = during(thread) if during is not None else {}
+    thread.join()
+    wall = time.time() - t0
+    if "error" in box:
+        raise box["error"]
+    s = box["result"].summary
+    return {
+        "workers": workers,
+        "wall_s": wall,
+        "n_trials": s["n_trials"],
+        "n_complete": s["n_complete"],
+        "candidates_per_min": 60.0 * s["n_trials"] / wall,
+        **extra,
+    }
+
+
+def _time_during(model: Any) -> Any:
+    from compactnas.search.workers import current_gate
+
+    def during(thread: threading.Thread) -> dict:
+        gated: list[float] = []
+        ungated: list[float] = []
+        while thread.is_alive():
+            gate = current_gate()
+            if gate is None:  # workers not started yet, or already stopped
+                time.sleep(0.2)
+                continue
+            with gate.exclusive():
+                gated.append(_measure(model))
+            ungated.append(_measure(model))
+            time.sleep(0.5)
+        return {
+            "latency_gated": _stats(gated) if gated else None,
+            "latency_ungated": _stats(ungated) if ungated else None,
+        }
+
+    return during
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--trials", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=None, help="latency measurements alone")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    trials = args.trials or (8 if args.quick else 24)
+    epochs = args.epochs or (2 if args.quick else 5)
+    default_workers = os.cpu_count() or 1
+    record: dict[str, Any] = {
+        "quick": args.quick, "trials": trials, "epochs": epochs, "data": "digits",
+        "fixed_arch": FIXED, "cpu_count": default_workers, "host": platform.node(),
+        "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }  # fmt: skip
+    started = time.time()
+    model = _fixed_model()
+    record["latency_alone"] = _stats([_measure(model) for _ in range(args.repeats or 10)])
+    _write(args.out, record)
+    root = Path(tempfile.mkdtemp(prefix="parallel-workers-"))
+    try:
+        record["one_worker"] = _search(root / "one", trials, epochs, 1)
+        _write(args.out, record)
+        record["default_workers"] = _search(
+            root / "default", trials, epochs, default_workers, _time_during(model)
+        )
+        _write(args.out, record)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    one, many = record["one_worker"], record["default_workers"]
+    record["speedup"] = many["candidates_per_min"] / one["candidates_per_min"]
+    alone = record["latency_alone"]["median_ms"]
+    gated = many.get("latency_gated")
+    record["gated_vs_alone"] = gated["median_ms"] / alone - 1 if gated else None
+    ungated = many.get("latency_ungated")
+    record["ungated_vs_alone"] = ungated["median_ms"] / alone - 1 if ungated else None
+    record["targets"] = {
+        "speedup_at_least_1.7x": record["speedup"] >= 1.7,
+        "latency_within_5pct": gated is not None and abs(record["gated_vs_alone"]) <= 0.05,
+    }
+    record["load_avg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    record["elapsed_s"] = time.time() - started
+    _write(args.out, record)
+    print(
+        json.dumps(
+            {k: record[k] for k in ("speedup", "gated_vs_alone", "ungated_vs_alone", "targets")},
+            indent=2,
+        )
+    )
+    return record
+
+
+def report_section(d: dict | None) -> list[str]:
+    """The REPORT.md section, from the results file (None: not run)."""
+    out = ["## Parallel workers", ""]
+    if d is None:
+        return out + ["Not run (no `parallel_workers.json`).", ""]
+    out.append(
+        f"digits, {d['trials']} trials x {d['epochs']} epochs, {d['cpu_count']} cores"
+        f"{' (quick)' if d.get('quick') else ''}; load average at start "
+        f"{', '.join(f'{x:.1f}' for x in d.get('load_avg_at_start') or [])}."
+    )
+    out.append("")
+    out += ["| run | workers | wall s | candidates/min |", "|---|---|---|---|"]
+    for key in ("one_worker", "default_workers"):
+        r = d.get(key)
+        if r:
+            out.append(
+                f"| {key.replace('_', ' ')} | {r['workers']} | {r['wall_s']:.1f} | {r['candidates_per_min']:.2f} |"
+            )
+    out.append("")
+    lat = [("alone", d.get("latency_alone"))]
+    many = d.get("default_workers") or {}
+    lat += [("during the parallel search, gated", many.get("latency_gated")),
+            ("during the parallel search, not gated", many.get("latency_ungated"))]  # fmt: skip
+    out += [
+        "| fixed network latency | n | median ms | spread (max-min)/median |",
+        "|---|---|---|---|",
+    ]
+    for label, s in lat:
+        if s:
+            out.append(f"| {label} | {s['n']} | {s['median_ms']:.4f} | {100 * s['spread']:.1f}% |")
+    if "speedup" in d:
+        out += ["", f"Speedup {d['speedup']:.2f}x; gated latency {100 * (d['gated_vs_alone'] or 0):+.1f}% "
+                f"vs alone. Targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in d['targets'].items()) + "."]  # fmt: skip
+    return out + [""]
+
+
+if __name__ == "__main__":
+    main()

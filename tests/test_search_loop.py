@@ -1,0 +1,179 @@
+"""The one search loop: the same outcomes on both backends, evaluators by name, --resume without a study."""
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from compactnas.cli import main
+from compactnas.evaluators import register_evaluator
+from compactnas.search import SearchConfig, run_search
+from compactnas.spaces import parse_arch, register_space, unregister_space
+
+GOOD = (
+    "stem_k3_s1_c8-ds_r1_k3_s1_e1_c8-head_c16",
+    "stem_k3_s1_c8-ir_r1_k3_s2_e2_c16-head_c16",
+)
+BROKEN = (
+    "stem_k3_s1_c8-zz_r1_k3_s1_e1_c8-head_c16"  # no block kind 'zz': the worker cannot build it
+)
+
+
+class _Tiny:
+    """Four choices by trial number: two good strings, a sampling failure and a string that crashes."""
+
+    name = "test-tiny"
+
+    def sample(self, trial):
+        trial.suggest_categorical("i", [0, 1, 2, 3])
+        pick = trial.number % 4
+        if pick == 2:
+            raise RuntimeError("this space cannot propose a candidate")
+        return parse_arch(GOOD[pick]) if pick < 2 else _Unbuildable()
+
+
+class _Unbuildable:
+    def __str__(self):
+        return BROKEN
+
+
+@pytest.fixture
+def tiny_space():
+    register_space("test-tiny")(lambda **kw: _Tiny())
+    yield "test-tiny"
+    unregister_space("test-tiny")
+
+
+@pytest.fixture
+def own_ray():
+    """A Ray instance of this test's own (its own GCS port); shut down without touching any other."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is already connected in this process")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+# Trials 0..7 pick GOOD[0], GOOD[1], a sampling failure, BROKEN, then the same again: 4 and 5 repeat 0
+# and 1 (their results are reused), 6 fails to sample, 7 crashes again.
+EXPECTED_STATES = ["COMPLETE", "COMPLETE", "FAIL", "FAIL", "COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+EXPECTED_RUNS = {  # trial -> (status, duplicate_of); trials that failed to sample have no run
+    "0": ("FINISHED", None), "1": ("FINISHED", None), "3": ("FAILED", None),
+    "4": ("FINISHED", "0"), "5": ("FINISHED", "1"), "7": ("FAILED", None),
+}  # fmt: skip
+TRIAL_COLUMNS = {
+    "trial", "state", "arch", "accuracy", "test_accuracy", "latency_ms", "size_bytes", "params",
+    "macs", "epochs", "train_loss", "stopped_early", "train_seconds", "error", "duplicate_of",
+    "duration_s",
+}  # fmt: skip
+SUMMARY_KEYS = {
+    "n_trials", "n_complete", "n_failed", "n_infeasible", "n_stopped_early", "objectives",
+    "hypervolume", "hypervolume_reference", "pareto", "config", "data", "device", "backend",
+    "elapsed_s", "mlflow",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_both_backends_record_the_same_outcomes(backend, tmp_path, digits, tiny_space, request):
+    if backend == "ray":
+        request.getfixturevalue("own_ray")
+    cfg = SearchConfig(
+        out=str(tmp_path), space=tiny_space, trials=8, epochs=1, sampler="random", seed=0,
+        backend=backend, workers=2, concurrency=2,
+    )  # fmt: skip
+    r = run_search(cfg, data=digits, quiet=True)
+    rows = r.trials.sort_values("trial")
+    assert len(rows) == 8
+    assert rows["state"].tolist() == EXPECTED_STATES
+    assert set(rows.columns) == TRIAL_COLUMNS
+    assert set(json.loads((tmp_path / "summary.json").read_text())) == SUMMARY_KEYS
+    assert (r.summary["n_complete"], r.summary["n_failed"]) == (4, 4)
+    errors = rows.set_index("trial")["error"]
+    assert "sampling failed" in errors[2] and "sampling failed" in errors[6]
+    assert "zz" in errors[3] and "zz" in errors[7]
+    # A repeat reuses the first result: same values, and only the first one trained a checkpoint.
+    dup = rows.set_index("trial")["duplicate_of"]
+    assert (dup[4], dup[5]) == (0, 1)
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert ckpts == ["trial_0.pt", "trial_1.pt"]
+    client = MlflowClient(r.summary["mlflow"]["tracking_uri"])
+    runs = client.search_runs(
+        [client.get_experiment_by_name("compactnas").experiment_id], max_results=100
+    )
+    parents = [x for x in runs if "mlflow.parentRunId" not in x.data.tags]
+    assert len(parents) == 1 and parents[0].info.run_id == r.summary["mlflow"]["run_id"]
+    children = [x for x in runs if "mlflow.parentRunId" in x.data.tags]
+    assert children
+    layout = {
+        c.data.params["trial"]: (c.info.status, c.data.tags.get("compactnas.duplicate_of"))
+        for c in children
+    }
+    assert layout == EXPECTED_RUNS
+    assert all("accuracy" in c.data.metrics for c in children if c.info.status == "FINISHED")
+
+
+@register_evaluator("test-lookup")
+class _Lookup:
+    """A one-file evaluator: it trains nothing and scores a candidate by its string."""
+
+    name = "test-lookup"
+    trains = False
+
+    def __init__(self, *, options=None, **_):
+        self.options = options or {}
+
+    def evaluate(self, model, spec, data, *, report=None):
+        return {"accuracy": 0.5 + 0.01 * (len(str(spec)) % 10), "latency_ms": 1.25}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_registered_evaluator_runs_a_search(workers, tmp_path, digits):
+    cfg = SearchConfig(
+        out=str(tmp_path),
+        evaluator="test-lookup",
+        trials=3,
+        epochs=1,
+        population=4,
+        workers=workers,
+    )
+    r = run_search(cfg, data=digits, quiet=True)
+    assert r.summary["n_complete"] == 3
+    done = r.trials[r.trials.state == "COMPLETE"]
+    assert len(done) == 3
+    assert set(done["latency_ms"]) == {1.25}  # the evaluator's measured latency replaces the host's
+    assert not (tmp_path / "checkpoints").exists()  # trains=False: nothing to checkpoint
+
+
+def test_unknown_evaluator_is_one_line(capsys):
+    assert main(["search", "--evaluator", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown evaluator 'nope'" in err[0]
+
+
+def test_resume_without_a_study_is_one_line(tmp_path, capsys):
+    assert main(["search", "--resume", "--out", str(tmp_path / "none"), "--trials", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing to resume" in err[0]
+    assert not (tmp_path / "none" / "study.db").exists()
+
+
+def test_evaluator_result_breaking_the_contract_fails_the_trial(tmp_path, digits):
+    @register_evaluator("test-nan")
+    class _Nan:
+        name = "test-nan"
+        trains = False
+
+        def __init__(self, **_):
+            pass
+
+        def evaluate(self, model, spec, data, *, report=None):
+            return {"accuracy": float("nan")}
+
+    r = run_search(
+        SearchConfig(out=str(tmp_path), evaluator="test-nan", trials=2, population=4, workers=1),
+        data=digits,
+        quiet=True,
+    )
+    assert r.summary["n_failed"] == 2
+    assert all("accuracy is nan" in e for e in r.trials["error"])
