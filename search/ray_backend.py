@@ -11,6 +11,7 @@ once, and the search goes on.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -55,7 +56,8 @@ def _trainable(
         config["arch"], number, data, cfg, latency_model=latency_model,
         report=report if cfg.early_stop else None,
     )  # fmt: skip
-    tune.report({"payload": payload, "epoch": cfg.epochs, **_flat(payload)})
+    # As JSON text: Tune flattens nested results before the searcher sees them.
+    tune.report({"payload": json.dumps(payload), "epoch": cfg.epochs, **_flat(payload)})
 
 
 def _flat(payload: dict[str, Any]) -> dict[str, float]:
@@ -120,7 +122,7 @@ def _searcher_class() -> type:
 
 def _payload(result: dict[str, Any], error: bool) -> dict[str, Any]:
     if "payload" in result:
-        return result["payload"]
+        return json.loads(result["payload"])
     if error or "accuracy" not in result:
         return {"kind": "failed", "reason": "the worker failed (retries exhausted)"}
     # No payload but an epoch's accuracy: the scheduler stopped it early.

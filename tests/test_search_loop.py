@@ -177,3 +177,36 @@ def test_evaluator_result_breaking_the_contract_fails_the_trial(tmp_path, digits
     )
     assert r.summary["n_failed"] == 2
     assert all("accuracy is nan" in e for e in r.trials["error"])
+
+
+def test_resume_on_another_store_says_so_and_relogs(tmp_path, digits, capfd):
+    def runs(uri):
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name("compactnas")
+        return client.search_runs([exp.experiment_id], max_results=100)
+
+    base = dict(out=str(tmp_path / "s"), evaluator="test-lookup", population=4, workers=1)
+    first = run_search(SearchConfig(trials=2, **base), data=digits, quiet=True)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    second = run_search(
+        SearchConfig(trials=3, resume=True, tracking_uri=other, **base), data=digits, quiet=True
+    )
+    err = capfd.readouterr().err
+    assert "is not in" in err and "logged the study's trials" in err
+    assert second.summary["mlflow"]["run_id"] != first.summary["mlflow"]["run_id"]
+    moved = runs(other)
+    parents = [r for r in moved if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in moved if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and children
+    assert sorted(int(c.data.params["trial"]) for c in children) == [0, 1, 2]
+    # The first store keeps its one search run: nothing was started there behind the user's back.
+    assert (
+        len(
+            [
+                r
+                for r in runs(first.summary["mlflow"]["tracking_uri"])
+                if "mlflow.parentRunId" not in r.data.tags
+            ]
+        )
+        == 1
+    )
