@@ -84,8 +84,9 @@ class SearchLoop:
                 self.outcomes.seen[arch] = Seen(
                     t.number, list(t.values), t.user_attrs.get("metrics", {})
                 )
-        self.to_ask = max(0, cfg.trials - budget_used(self.study))
-        self.progress.done = cfg.trials - self.to_ask
+        used = budget_used(self.study)
+        self.to_ask = max(0, cfg.trials - used)
+        self.progress.done = used
         self.halving = self._halving() if cfg.early_stop else None
         self.trials: dict[int, optuna.Trial] = {}
         self.in_flight: dict[int, Proposal] = {}
