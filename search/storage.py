@@ -7,6 +7,7 @@ the same parameters.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +61,7 @@ def open_study(cfg: SearchConfig, objectives: list[Objective]) -> optuna.Study:
         raise ConfigError(
             f"nothing to resume: {out} holds no study '{cfg.study_name}' (drop --resume to start one)"
         )
-    study = optuna.create_study(
-        storage=storage_url(out),
-        study_name=cfg.study_name,
-        directions=[o.direction for o in objectives],
-        sampler=make_sampler(cfg),
-        load_if_exists=True,
-    )
+    study = _create(cfg, objectives)
     stored = study.user_attrs.get("config")
     if stored is None:
         study.set_user_attr("config", cfg.to_dict())
@@ -79,6 +74,27 @@ def open_study(cfg: SearchConfig, objectives: list[Objective]) -> optuna.Study:
                 f"cannot resume study '{cfg.study_name}' with different settings ({diffs})"
             )
     return study
+
+
+def _create(cfg: SearchConfig, objectives: list[Objective]) -> optuna.Study:
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(3):
+        try:
+            return optuna.create_study(
+                storage=storage_url(cfg.out_dir),
+                study_name=cfg.study_name,
+                directions=[o.direction for o in objectives],
+                sampler=make_sampler(cfg),
+                load_if_exists=True,
+            )
+        except OperationalError:
+            # Another process (a dashboard, `compactnas show`) opened the new file at the same
+            # moment and created its tables first; the second attempt finds them.
+            if attempt == 2:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 def trials_frame(study: optuna.Study, objectives: list[Objective]) -> pd.DataFrame:
