@@ -215,7 +215,7 @@ def test_killed_driver_resumes_without_losing_trials(cluster, tmp_path):
 
 
 def test_submit_a_search_as_a_ray_job(cluster, tmp_path):
-    from compactnas.search.jobs_cmd import job_entrypoint
+    from compactnas.search.jobs import job_entrypoint
 
     assert (
         job_entrypoint(["--", "search", "--trials", "2"])
