@@ -18,6 +18,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+# Long but flat: one add_argument per search setting, grouped as `compactnas search --help` shows them.
 def _search_parser(sub: Any) -> None:
     p = sub.add_parser(
         "search",

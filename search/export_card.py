@@ -15,6 +15,7 @@ from compactnas.search.export_checkpoint import Rebuilt
 from compactnas.search.export_formats import INPUT_NAME, OUTPUT_NAME
 
 
+# Long but flat: one literal in the order card.json reads, easier to check against the file than pieces.
 def build_card(
     previous: dict[str, Any],
     dest: Path,
