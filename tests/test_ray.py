@@ -50,14 +50,19 @@ def _ray_node(root, *args, env):
 
 
 def _processes_under(root):
-    """The processes of the Ray nodes whose temp dir is ``root`` (every Ray process names its
-    session folder, which lies under the node's temp dir, on its command line)."""
+    """The processes of the Ray nodes whose temp dir is ``root``: each names its session folder (under
+    ``root``) on its command line or, where Ray retitles the process (``ray::DashboardAgent``), writes
+    its logs there."""
     mine = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid == os.getpid():
+            continue
         try:
-            if any(str(root) in arg for arg in proc.info["cmdline"] or ()):
+            if any(str(root) in arg for arg in proc.info["cmdline"] or ()) or any(
+                f.path.startswith(str(root)) for f in proc.open_files()
+            ):
                 mine.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return mine
 
@@ -73,6 +78,8 @@ def _stop_nodes(root):
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
     psutil.wait_procs(alive, timeout=15)
+    left = [p.pid for p in _processes_under(root)]
+    assert not left, f"Ray processes of this test still running: {left}"
 
 
 @pytest.fixture(scope="module")
