@@ -31,10 +31,9 @@ FIXED = "stem_k3_s1_c16-ir_r2_k3_s1_e4_c24-ir_r2_k5_s2_e4_c32_se0.25-head_c64"
 
 
 def _write(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    from compactnas.core.files import write_json_atomic
+
+    write_json_atomic(path, record)
 
 
 def _fixed_model() -> Any:
@@ -172,6 +171,11 @@ def main(argv: list[str] | None = None) -> dict:
         )
     )
     return record
+
+
+def render(ctx: Any) -> list[str]:
+    """The REPORT.md section (benchmarks/report.py calls it with the loaded results)."""
+    return report_section(ctx.data.get("parallel_workers"))
 
 
 def report_section(d: dict | None) -> list[str]:
