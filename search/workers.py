@@ -90,7 +90,7 @@ class WorkerPool:
 
         # Evaluators registered in this process (a plugin, a test) travel to the workers by reference.
         plugins = evaluator_factories()
-        self._ctx = mp.get_context("spawn")
+        self._ctx = _context()
         self._args = (cfg.to_dict(), data, plugins)
         self.gate = TimingGate()
         self.workers = [Worker(self._ctx, self._args) for _ in range(n)]
@@ -150,6 +150,18 @@ class WorkerPool:
         i = self.workers.index(w)
         self.workers[i] = Worker(self._ctx, self._args)
         self.gate.pids = [x.proc.pid for x in self.workers]
+
+
+def _context() -> Any:
+    """Fork-server workers where the platform has them: torch is imported once, in the server, and
+    each worker forks from it in well under a second (a spawned one imports torch itself: tens of
+    seconds on a busy machine). Spawn elsewhere. Never plain fork: the search's threads (MLflow,
+    SQLite) would be copied mid-flight."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["torch", "compactnas.search.candidate"])
+        return ctx
+    return mp.get_context("spawn")
 
 
 def _die_with_parent() -> None:
