@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    trials = args.trials or (8 if args.quick else 24)
+    trials = args.trials or (12 if args.quick else 24)
     epochs = args.epochs or (2 if args.quick else 5)
     default_workers = os.cpu_count() or 1
     record: dict[str, Any] = {
