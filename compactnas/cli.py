@@ -236,25 +236,6 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-def _track_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "track",
-        help="log a search's missing MLflow runs again (after a tracking-server failure)",
-        description="Log every trial of OUT's study that its MLflow store lacks, under the search's run.",
-    )
-    p.add_argument("out", help="the search's output folder")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the search's own)")
-    p.set_defaults(func=_cmd_track)
-
-
-def _cmd_track(args: argparse.Namespace) -> int:
-    from compactnas.search.relog import track
-
-    parent, n = track(args.out, tracking_uri=args.tracking_uri)
-    print(f"logged {n} trial run(s) under MLflow run {parent}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     from compactnas import __version__
 
@@ -266,7 +247,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"compactnas {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _search_parser(sub)
-    _track_parser(sub)
     _show_parser(sub)
     _ui_parser(sub)
     for module in _EXTENSIONS:
@@ -287,6 +267,7 @@ _EXTENSIONS = (
     "compactnas.cli_teacher",
     "compactnas.cli_distill",
     "compactnas.cli_jobs",
+    "compactnas.cli_track",
 )
 
 
