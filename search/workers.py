@@ -88,8 +88,10 @@ class WorkerPool:
     def __init__(self, n: int, cfg: SearchConfig, data: Any | None) -> None:
         from compactnas.evaluators import evaluator_factories
 
-        # Evaluators registered in this process (a plugin, a test) travel to the workers by reference.
-        plugins = evaluator_factories()
+        # An evaluator registered in this process only (a plugin, a test) travels to the workers by
+        # reference; "auto" picks among those every process registers on import.
+        factories = evaluator_factories()
+        plugins = {cfg.evaluator: factories[cfg.evaluator]} if cfg.evaluator in factories else {}
         self._ctx = _context()
         self._args = (cfg.to_dict(), data, plugins)
         self.gate = TimingGate()

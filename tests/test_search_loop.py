@@ -158,25 +158,26 @@ def test_resume_without_a_study_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "none" / "study.db").exists()
 
 
+@register_evaluator("test-nan")
+class _Nan:
+    name = "test-nan"
+    trains = False
+
+    def __init__(self, **_):
+        pass
+
+    def evaluate(self, model, spec, data, *, report=None):
+        return {"accuracy": float("nan")}
+
+
 def test_evaluator_result_breaking_the_contract_fails_the_trial(tmp_path, digits):
-    @register_evaluator("test-nan")
-    class _Nan:
-        name = "test-nan"
-        trains = False
-
-        def __init__(self, **_):
-            pass
-
-        def evaluate(self, model, spec, data, *, report=None):
-            return {"accuracy": float("nan")}
-
     r = run_search(
         SearchConfig(out=str(tmp_path), evaluator="test-nan", trials=2, population=4, workers=1),
         data=digits,
         quiet=True,
     )
     assert r.summary["n_failed"] == 2
-    assert all("accuracy is nan" in e for e in r.trials["error"])
+    assert len(r.trials) == 2 and all("accuracy is nan" in e for e in r.trials["error"])
 
 
 def test_resume_on_another_store_says_so_and_relogs(tmp_path, digits, capfd):
