@@ -96,9 +96,7 @@ class ExportConfig:
     formats: tuple[str, ...] = ("onnx",)
     dest: str | Path | None = None  # default: OUT/exports/trial_N
     force: bool = False
-    weights: str = (
-        "auto"  # auto: distilled weights when OUT/distilled/trial_N.pt exists, else trained
-    )
+    weights: str = "auto"  # auto: distilled (OUT/distilled/) if there, else retrained (OUT/retrained/), else trained
     calibration: str = (
         "auto"  # auto: the method whose int8 model best agrees with fp32 on validation data
     )
@@ -110,8 +108,10 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "formats", parse_formats(self.formats))
-        if self.weights not in ("auto", "trained", "distilled"):
-            raise ConfigError(f"unknown weights '{self.weights}' (use auto, trained or distilled)")
+        if self.weights not in WEIGHTS:
+            raise ConfigError(
+                f"unknown weights '{self.weights}' (use one of: {', '.join(WEIGHTS)})"
+            )
         if self.calibration not in CALIBRATIONS:
             raise ConfigError(
                 f"unknown calibration '{self.calibration}' (use one of: {', '.join(CALIBRATIONS)})"
@@ -134,6 +134,9 @@ class ExportResult:
     files: dict[str, Path]  # format -> file written
     card: dict[str, Any]
     warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+WEIGHTS = ("auto", "trained", "retrained", "distilled")
 
 
 # --- which trial, which weights ----------------------------------------------------------------------
@@ -166,16 +169,21 @@ def select_trial(
 
 
 def find_checkpoint(out: Path, trial: int, frozen: Any, weights: str) -> tuple[Path, str]:
-    """The checkpoint file and which weights it holds ('trained' or 'distilled')."""
+    """The checkpoint file and which weights it holds ('trained', 'retrained' or 'distilled').
+
+    ``auto`` takes the most finished weights there are: distilled from a teacher, else retrained from
+    scratch with the final budget (``compactnas retrain``), else the search's proxy-trained ones.
+    """
     source = int(
         frozen.user_attrs.get("duplicate_of", trial)
     )  # a duplicate reuses its first trial's model
-    distilled = out / "distilled" / f"trial_{source}.pt"
     trained = out / "checkpoints" / f"trial_{source}.pt"
-    if weights == "distilled" or (weights == "auto" and distilled.is_file()):
-        if not distilled.is_file():
-            raise ExportError(f"trial {trial} has no distilled weights (expected {distilled})")
-        return distilled, "distilled"
+    for kind in ("distilled", "retrained"):
+        path = out / kind / f"trial_{source}.pt"
+        if weights == kind or (weights == "auto" and path.is_file()):
+            if not path.is_file():
+                raise ExportError(f"trial {trial} has no {kind} weights (expected {path})")
+            return path, kind
     if not trained.is_file():
         raise ExportError(f"trial {trial} has no checkpoint (expected {trained})")
     return trained, "trained"
@@ -662,6 +670,11 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         f"From the search in `{src['search']}` (trial {src['trial']}, {src['weights']} weights"
         + (f", picked by {src['picked_by']}" if src.get("picked_by") else "")
+        + (
+            "; retrained from scratch with the final budget by `compactnas retrain`"
+            if src["weights"] == "retrained"
+            else ""
+        )
         + f"); data `{card['data']['source']}`, {card['data']['test_examples']} held-out test images.",
         "",
         f"Input `{card['model']['input_name']}`: float32 {' x '.join(str(d) for d in card['model']['input_shape'])}, "
