@@ -659,7 +659,15 @@ def section_ray(ctx: Ctx) -> list[str]:
     return out + [""]
 
 
+def section_arena(ctx: Ctx) -> list[str]:
+    sys.path.insert(0, str(HERE))
+    from arena_report import section
+
+    return section(ctx.results, ctx.out)
+
+
 SECTIONS: tuple[Callable[[Ctx], list[str]], ...] = (
+    section_arena,
     section_headline,
     section_search_quality,
     section_teacher,
