@@ -40,8 +40,12 @@ ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent.parent / "shared" / "data"
 DEVICES = ("rpi4", "cortex-a76", "stm32f746")
 INT8_DEVICES = ("stm32f746",)  # microcontrollers run int8 models
-QUICK = {"trials": 12, "search_epochs": 2, "final_epochs": 4, "seeds": 2, "subset": 5000}
-FULL = {"trials": 40, "search_epochs": 8, "final_epochs": 30, "seeds": 3, "subset": None}
+QUICK = {
+    "trials": 12, "search_epochs": 2, "final_epochs": 4, "seeds": 2, "subset": 5000, "val_subset": 1000,
+}  # fmt: skip
+FULL = {
+    "trials": 40, "search_epochs": 8, "final_epochs": 30, "seeds": 3, "subset": None, "val_subset": None,
+}  # fmt: skip
 
 
 def slug(source: str) -> str:
@@ -239,6 +243,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--final-epochs", type=int)
     p.add_argument("--seeds", type=int)
     p.add_argument("--subset", type=int, help="training examples per search candidate")
+    p.add_argument("--val-subset", type=int, help="validation examples per search candidate")
     p.add_argument(
         "--final-subset", type=int, help="training examples for final training (smoke runs only)"
     )
@@ -256,7 +261,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     s = dict(QUICK if args.quick else FULL)
     s["final_subset"] = None
-    for k in ("trials", "search_epochs", "final_epochs", "seeds", "subset", "final_subset"):
+    for k in (
+        "trials",
+        "search_epochs",
+        "final_epochs",
+        "seeds",
+        "subset",
+        "val_subset",
+        "final_subset",
+    ):
         if getattr(args, k) is not None:
             s[k] = getattr(args, k)
     s["rounds"] = args.rounds or (5 if args.quick else 15)
@@ -271,7 +284,7 @@ def run_search_step(args, s, data, resize, work, doc, path) -> dict[str, Any]:
     t0 = time.time()
     cfg = SearchConfig(
         data=args.data, resize=resize, trials=s["trials"], epochs=s["search_epochs"],
-        subset=s["subset"], population=max(2, min(8, s["trials"] // 2)), seed=s["seed"],
+        subset=s["subset"], val_subset=s["val_subset"], population=max(2, min(8, s["trials"] // 2)), seed=s["seed"],
         out=str(work / "search"), experiment="arena",
     )  # fmt: skip
     result = run_search(cfg, data=data, quiet=True)
@@ -305,7 +318,7 @@ def run_retrain_step(s, data, work, doc, path) -> None:
     write(path, doc)
 
 
-def run_baselines_step(args, s, names, recipe, resize, doc, path) -> None:
+def run_baselines_step(args, s, names, recipe, resize, data, doc, path) -> None:
     t0 = time.time()
     mcu = str(args.mcu) if args.mcu.is_file() else None
     jobs = [(n, i) for n in names for i in range(s["seeds"])]
@@ -326,7 +339,8 @@ def run_baselines_step(args, s, names, recipe, resize, doc, path) -> None:
 
     init = (args.data, s["seed"], resize, 1, s["final_subset"])
     if s["workers"] <= 1:
-        _init_worker(*init)
+        global _DATA
+        _DATA = data  # already loaded here
         for n, i in jobs:
             record(_train_job(n, i, recipe, mcu))
     else:
@@ -431,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = asdict(tc)
     doc["recipe"] = recipe
     say(f"baselines: {len(names)} x {s['seeds']} seeds x {s['final_epochs']} epochs")
-    run_baselines_step(args, s, names, recipe, resize, doc, path)
+    run_baselines_step(args, s, names, recipe, resize, final, doc, path)
     say("timing and predictions")
     run_measure_step(args, s, data, names, doc, path)
     doc["status"] = "complete"

@@ -1,5 +1,7 @@
 """Augmentation, training subsets and host-latency runtimes."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -74,3 +76,19 @@ def test_latency_in_both_runtimes():
     assert model.training  # mode restored
     with pytest.raises(ConfigError, match="host runtime"):
         measure_latency_ms(model, (1, 8, 8), runtime="tvm")
+
+
+CIFAR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10_20k.npz"
+
+
+@pytest.mark.skipif(not CIFAR.is_file(), reason=f"{CIFAR} absent")
+def test_cifar_gets_crop_flip_and_a_4x4_last_map():
+    from compactnas.spaces import create_space
+    from compactnas.spaces.sampling import sample_archs
+
+    d = take_subset(load_data(f"npz:{CIFAR}"), train=256, val=64)
+    assert d.input_shape == (3, 32, 32) and augment_mode("auto", d.input_shape) == "crop-flip"
+    for spec in sample_archs(create_space("mobile", image_size=32), 5, seed=0):
+        assert spec.total_stride == 8  # 32 -> 4x4
+        model = create_model(spec, num_classes=10, in_chans=3)
+        assert model(d.train.x[:2]).shape == (2, 10)
