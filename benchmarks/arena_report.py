@@ -68,6 +68,11 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def render(ctx: Any) -> list[str]:
+    """benchmarks/report.py's hook: every results/arena_*.json, one subsection each."""
+    return section(ctx.results, ctx.out)
+
+
 def section(results: Path, report_path: Path) -> list[str]:
     docs = sorted(results.glob("arena_*.json"))
     out = ["## Arena: found models against hand-designed ones", ""]
