@@ -1,7 +1,7 @@
 """Found models against hand-designed ones, trained alike, timed side by side, predicted on devices.
 
     python benchmarks/arena.py --data SOURCE [--quick] [--trials N] [--search-epochs E] [--final-epochs F]
-                               [--seeds K] [--baselines LIST] [--subset N] [--workers W] [--out PATH]
+                               [--seeds K] [--baselines LIST] [--subset N] [--final-subset N] [--workers W] [--out PATH]
 
 Steps (each timed; results/arena_<data>.json rewritten after every measured item):
 1. search: ``run_search`` with the default space and sampler, proxy-training candidates for E epochs
@@ -40,11 +40,16 @@ ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent.parent / "shared" / "data"
 DEVICES = ("rpi4", "cortex-a76", "stm32f746")
 INT8_DEVICES = ("stm32f746",)  # microcontrollers run int8 models
+# Quick: sized for about 30-45 minutes on a quiet 2-core machine (projected from a smoke run: final
+# training dominates, ~27 baselines x seeds). Final training there uses a stratified subset of the
+# training split; the full settings train on all of it.
 QUICK = {
-    "trials": 12, "search_epochs": 2, "final_epochs": 4, "seeds": 2, "subset": 5000, "val_subset": 1000,
+    "trials": 12, "search_epochs": 2, "subset": 5000, "val_subset": 1000,
+    "final_epochs": 3, "final_subset": 5000, "seeds": 2,
 }  # fmt: skip
 FULL = {
-    "trials": 40, "search_epochs": 8, "final_epochs": 30, "seeds": 3, "subset": None, "val_subset": None,
+    "trials": 40, "search_epochs": 8, "subset": None, "val_subset": None,
+    "final_epochs": 30, "final_subset": None, "seeds": 3,
 }  # fmt: skip
 
 
@@ -249,7 +254,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--baselines", help="comma-separated (default: all; NAME@s1 = small-input form)")
     p.add_argument("--resize", type=int, help="default: 32 for images under 32 px, else none")
-    p.add_argument("--workers", type=int, default=1, help="processes training baselines at once")
+    p.add_argument(
+        "--workers", type=int, help="processes training baselines at once (2 quick, all cores full)"
+    )
     p.add_argument("--rounds", type=int, help="timing rounds (default 5 quick, 15 full)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mcu", type=Path, default=SHARED / "mcu" / "mcu_reference.json")
@@ -260,7 +267,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     s = dict(QUICK if args.quick else FULL)
-    s["final_subset"] = None
     for k in (
         "trials",
         "search_epochs",
@@ -273,7 +279,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, k) is not None:
             s[k] = getattr(args, k)
     s["rounds"] = args.rounds or (5 if args.quick else 15)
-    s["workers"] = args.workers
+    s["workers"] = args.workers or (2 if args.quick else (os.cpu_count() or 1))
     s["seed"] = args.seed
     return s
 
