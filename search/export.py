@@ -333,6 +333,10 @@ def _export(
 
     summary = load_summary(out)
     number, frozen = select_trial(out, summary, trial=trial, pick=pick)
+    if str(summary.get("config", {}).get("data", "")).startswith("table:"):  # looked up, not trained
+        from compactnas.search.export_arch import export_table_trial
+
+        return export_table_trial(out, number, frozen, cfg, summary)
     ckpt_path, weights = find_checkpoint(out, number, frozen, cfg.weights)
     ckpt = _read_checkpoint(ckpt_path)
     arch = str(ckpt["arch"])

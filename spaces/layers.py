@@ -12,11 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compactnas.spaces.arch import ArchSpec, BlockSpec, as_spec
+from compactnas.spaces.cells import cell_layers, res_layers
 
 
 @dataclass(frozen=True, kw_only=True)
 class Layer:
-    """One operator. ``op`` is conv, dwconv, linear, pool, gap, add or mul (SE gating)."""
+    """One operator. ``op`` is conv, dwconv, linear, pool, gap, add, mul (SE gating), zero (a cell's
+    ``none`` edge) or bn (a batch norm and ReLU of its own: NAS-Bench-201's last activation)."""
 
     name: str
     op: str
@@ -95,7 +97,7 @@ def hidden_channels(block: BlockSpec, in_chs: int) -> tuple[int, int]:
     return dense, (pruned(dense, block.prune) if block.kind != "ds" else dense)
 
 
-def _conv(
+def conv_layer(
     name, cin, cout, k, s, h, w, *, groups=1, bn=True, bias=False, wb=32, ab=32, stage=-1
 ) -> Layer:
     ho, wo = _out(h, k, s), _out(w, k, s)
@@ -107,6 +109,9 @@ def _conv(
     )  # fmt: skip
 
 
+_conv = conv_layer
+
+
 def _block_layers(
     b: BlockSpec, i: int, j: int, cin: int, stride: int, h: int, w: int
 ) -> list[Layer]:
@@ -114,6 +119,10 @@ def _block_layers(
     p = f"stages.{i}.{j}"
     out: list[Layer] = []
     _, hid = hidden_channels(b, cin)
+    if b.kind == "cell":
+        return cell_layers(b, p, cin, h, w, st)
+    if b.kind == "res":
+        return res_layers(cin, b.channels, stride, p, h, w, st)
     if b.kind == "fire":
         if stride > 1:
             out.append(Layer(name=f"{p}.pool", op="pool", cin=cin, cout=cin, kernel=3, stride=stride,
@@ -228,6 +237,9 @@ def arch_layers(
             last = bl[-1]
             h, w, c = last.hout, last.wout, b.channels
     hd = spec.head
+    if spec.stages and spec.stages[-1].kind == "cell":
+        # A cell's output is a sum without activation: NAS-Bench-201 ends with batch norm and ReLU.
+        layers.append(Layer(name="lastact", op="bn", cin=c, cout=c, hin=h, win=w, hout=h, wout=w, extra_params=2 * c, stage=-2))  # fmt: skip
     if hd.channels:
         layers.append(_conv("head", c, hd.channels, 1, 1, h, w, wb=hd.wbits, ab=hd.abits, stage=-2))
         c = hd.channels
