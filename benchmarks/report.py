@@ -25,7 +25,9 @@ from typing import Any
 from compactnas.core.host import cpu_name
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("baselines", "search_quality", "compression", "latency_fidelity", "ray_scaling")
+BENCHMARKS = (
+    "baselines", "search_quality", "compression", "latency_fidelity", "ray_scaling", "device_fidelity",
+)  # fmt: skip
 PACKAGES = ("torch", "timm", "optuna", "ray", "mlflow", "compactnas")
 
 # -- formatting ------------------------------------------------------------------------------------
@@ -659,6 +661,14 @@ def section_ray(ctx: Ctx) -> list[str]:
     return out + [""]
 
 
+def section_device_fidelity(ctx: Ctx) -> list[str]:
+    # The section is rendered by the benchmark's own module (benchmarks/device_fidelity.py).
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from device_fidelity import report_section
+
+    return report_section(ctx.data.get("device_fidelity"), ctx.results, ctx.img)
+
+
 SECTIONS: tuple[Callable[[Ctx], list[str]], ...] = (
     section_headline,
     section_search_quality,
@@ -666,6 +676,7 @@ SECTIONS: tuple[Callable[[Ctx], list[str]], ...] = (
     section_latency,
     section_compression,
     section_ray,
+    section_device_fidelity,
 )
 
 

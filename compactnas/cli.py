@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Subcommands that live beside the code they drive; each module has add_parser(subparsers).
 _EXTENSIONS = (
-    "compactnas.hw_profiles.cli",
+    "compactnas.cli_profile",
     "compactnas.search.export_cmd",
     "compactnas.search.teacher_cmd",
     "compactnas.search.distill_cmd",

@@ -9,6 +9,8 @@ block: two ReLU-conv-BN 3x3 (the first strided) plus a shortcut of a 2x2 average
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -56,9 +58,7 @@ class Cell(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = [x]
         for j in (1, 2, 3):
-            terms = [
-                self.edges[e](nodes[i]) for e, (to, i) in enumerate(EDGES) if to == j
-            ]
+            terms = [self.edges[e](nodes[i]) for e, (to, i) in enumerate(EDGES) if to == j]
             total = terms[0]
             for t in terms[1:]:
                 total = total + t
@@ -88,7 +88,11 @@ def build_cell_stage(block: BlockSpec, in_chs: int) -> nn.Sequential:
     if block.kind == "res":
         return nn.Sequential(
             *(
-                ResBlock(in_chs if i == 0 else block.channels, block.channels, block.stride if i == 0 else 1)
+                ResBlock(
+                    in_chs if i == 0 else block.channels,
+                    block.channels,
+                    block.stride if i == 0 else 1,
+                )
                 for i in range(block.repeats)
             )
         )
@@ -97,24 +101,47 @@ def build_cell_stage(block: BlockSpec, in_chs: int) -> nn.Sequential:
     return nn.Sequential(*(Cell(block.ops, block.channels) for _ in range(block.repeats)))
 
 
+def reaches_output(ops: str) -> set[int]:
+    """Nodes whose value reaches the cell's output (node 3) through edges other than ``none``."""
+    live = {3}
+    for e in reversed(range(len(EDGES))):
+        to, i = EDGES[e]
+        if ops[e] != "0" and to in live:
+            live.add(i)
+    return live
+
+
+def cut_off(ops: str) -> bool:
+    """The cell's output does not depend on its input: only ``none`` paths join them."""
+    return 0 not in reaches_output(ops)
+
+
 def cell_layers(block: BlockSpec, prefix: str, chs: int, h: int, w: int, stage: int) -> list:
-    """One cell's operators: every edge (``zero`` for none; skip has none) and the node sums."""
+    """One cell's operators: every edge (``zero`` for none; skip has none) and the node sums.
+
+    ``live`` marks what survives a graph compiler's dead-code elimination: a ``none`` edge adds nothing,
+    an edge into a node whose value never reaches the output is dropped, and a node sums only its
+    other edges. An edge reading a node that is constant (zero) still runs: constants are not propagated.
+    """
     from compactnas.spaces.layers import Layer, conv_layer
 
+    reach = reaches_output(block.ops)
     out = []
     for e, (to, i) in enumerate(EDGES):
         op = OPS[int(block.ops[e])]
         name = f"{prefix}.edge{to}{i}"
+        live = to in reach
         if op.startswith("nor_conv"):
             k = 3 if op == "nor_conv_3x3" else 1
-            out.append(conv_layer(name, chs, chs, k, 1, h, w, stage=stage))
+            out.append(replace(conv_layer(name, chs, chs, k, 1, h, w, stage=stage), live=live))
         elif op != "skip_connect":
             kind, k = ("pool", 3) if op == "avg_pool_3x3" else ("zero", 1)
-            out.append(Layer(name=name, op=kind, cin=chs, cout=chs, kernel=k, hin=h, win=w, hout=h, wout=w, stage=stage))  # fmt: skip
+            out.append(Layer(name=name, op=kind, cin=chs, cout=chs, kernel=k, hin=h, win=w, hout=h, wout=w, stage=stage, live=live and kind != "zero"))  # fmt: skip
         if to > 1 and i == to - 1:
-            # node ``to`` sums its ``to`` inputs: to - 1 additions
+            # node ``to`` sums its ``to`` inputs: to - 1 additions (fewer once none edges are dropped)
+            terms = sum(block.ops[x] != "0" for x, (t, _) in enumerate(EDGES) if t == to)
             for a in range(to - 1):
-                out.append(Layer(name=f"{prefix}.add{to}{a}", op="add", cin=chs, cout=chs, hin=h, win=w, hout=h, wout=w, stage=stage))  # fmt: skip
+                out.append(Layer(name=f"{prefix}.add{to}{a}", op="add", cin=chs, cout=chs, hin=h, win=w, hout=h, wout=w, stage=stage, live=to in reach and a < terms - 1))  # fmt: skip
     return out
 
 

@@ -9,10 +9,10 @@ folds them into it) and counted in ``params`` as their affine weight and bias.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from compactnas.spaces.arch import ArchSpec, BlockSpec, as_spec
-from compactnas.spaces.cells import cell_layers, res_layers
+from compactnas.spaces.cells import cell_layers, cut_off, res_layers
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +36,7 @@ class Layer:
     wbits: int = 32
     abits: int = 32
     stage: int = -1  # -1 stem, -2 head/classifier
+    live: bool = True  # its result reaches the output (what survives graph dead-code elimination)
 
     @property
     def params(self) -> int:
@@ -229,10 +230,13 @@ def arch_layers(
         _conv("stem", cin, s.channels, s.kernel, s.stride, h, w, wb=s.wbits, ab=s.abits, stage=-1)
     ]
     h, w, c = layers[0].hout, layers[0].wout, s.channels
+    constant_until = 0  # layers before a cell cut off from its input never reach the output
     for i, b in enumerate(spec.stages):
         for j in range(b.repeats):
             stride = b.stride if j == 0 else 1
             bl = _block_layers(b, i, j, c, stride, h, w)
+            if b.kind == "cell" and cut_off(b.ops):
+                constant_until = len(layers)
             layers += bl
             last = bl[-1]
             h, w, c = last.hout, last.wout, b.channels
@@ -248,6 +252,8 @@ def arch_layers(
         Layer(name="classifier", op="linear", cin=c, cout=num_classes, weights=c * num_classes,
               extra_params=num_classes, wbits=hd.wbits, abits=hd.abits, stage=-2)
     )  # fmt: skip
+    if constant_until:
+        layers[:constant_until] = [replace(x, live=False) for x in layers[:constant_until]]
     return layers
 
 

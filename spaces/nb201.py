@@ -29,7 +29,9 @@ CELLS_PER_STAGE = 5
 _NODE = re.compile(r"^\|(.+)\|$")
 
 
-def nb201_spec(ops: str | tuple[str, ...], *, channels: int = CHANNELS, cells: int = CELLS_PER_STAGE) -> ArchSpec:
+def nb201_spec(
+    ops: str | tuple[str, ...], *, channels: int = CHANNELS, cells: int = CELLS_PER_STAGE
+) -> ArchSpec:
     """The skeleton around one cell, given as six operator names or as six digits (index in OPS)."""
     codes = ops if isinstance(ops, str) else "".join(str(OPS.index(o)) for o in ops)
     stages: list[BlockSpec] = []
@@ -68,7 +70,9 @@ def parse_nb201_string(text: str) -> ArchSpec:
                     f"bad operator '{op}' in '{text}' (operators: {', '.join(OPS)})"
                 )
             if not src.isdigit() or int(src) >= j or (j, int(src)) in ops:
-                raise ArchStringError(f"bad edge '{edge}' in '{text}': node {j} reads nodes 0..{j - 1} once each")
+                raise ArchStringError(
+                    f"bad edge '{edge}' in '{text}': node {j} reads nodes 0..{j - 1} once each"
+                )
             ops[(j, int(src))] = op
     return nb201_spec(tuple(ops[e] for e in EDGES))
 
@@ -92,7 +96,9 @@ def to_nb201_string(spec: ArchSpec | str) -> str:
         )
     nodes = []
     for j in (1, 2, 3):
-        nodes.append("|" + "|".join(f"{ops[e]}~{i}" for e, (to, i) in enumerate(EDGES) if to == j) + "|")
+        nodes.append(
+            "|" + "|".join(f"{ops[e]}~{i}" for e, (to, i) in enumerate(EDGES) if to == j) + "|"
+        )
     return "+".join(nodes)
 
 
@@ -109,7 +115,9 @@ class NB201Space:
     compress: bool = False
 
     def sample(self, trial: Any) -> ArchSpec:
-        return nb201_spec(tuple(trial.suggest_categorical(f"edge_{i}", OPS) for i in range(len(EDGES))))
+        return nb201_spec(
+            tuple(trial.suggest_categorical(f"edge_{i}", OPS) for i in range(len(EDGES)))
+        )
 
 
 @register_space("nb201")
