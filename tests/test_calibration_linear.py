@@ -107,3 +107,20 @@ def test_calibrate_validate_predict_cli(tmp_path, capsys):
     assert "KB peak SRAM" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         _run("predict", "--name", "rpi4", "--arch", held[0], "--input", "32x32")
+
+
+def test_mcu_profiles_by_board_and_runtime():
+    names = [f"stm32h743-{rt}" for rt in ("tflm", "cmsisnn", "cubeai", "tinyengine")]
+    names += ["stm32h747-cubeai", "stm32f769-cubeai", "stm32f746-tflm", "stm32f746-tinyengine"]
+    assert set(names) <= set(hw.list_devices())
+    board = hw.load_profile("stm32f746")
+    assert (
+        board.name == "stm32f746"
+        and board.throughput == hw.load_profile("stm32f746-tflm").throughput
+    )
+    spec = "stem_k3_s2_c16_wb8_ab8-ir_r2_k3_s2_e4_c24_wb8_ab8-head_c0_wb8_ab8"
+    tflm = hw.create_latency_model("stm32h743-tflm").predict_ms(spec, (3, 64, 64))
+    tiny = hw.create_latency_model("stm32h743-tinyengine").predict_ms(spec, (3, 64, 64))
+    assert tflm > 5 * tiny  # the same board is many times faster under TinyEngine
+    for name in names:
+        assert hw.load_profile(name).memory is not None
