@@ -2,7 +2,7 @@
 
     python benchmarks/report.py [--results DIR] [--out FILE]
 
-Reads whichever of search_quality, latency_fidelity, compression, ray_scaling and baselines .json are in
+Reads whichever of search_quality, latency_fidelity, compression, ray_scaling, baselines and device_fidelity .json are in
 ``--results`` (a missing one is reported as not run), writes the plots next to them and the report to
 ``--out``. Every number in the report is read from those files; the machine and library versions are
 those of the host rendering the report.
