@@ -7,12 +7,16 @@ For every latency column of the NB201 table (HW-NAS-Bench: Raspberry Pi 4, Pixel
 CIFAR input 3x32x32, batch 1), calibrates a profile with ``compactnas.hw_profiles.calibrate`` (the linear,
 few-parameter fit) from N measured cells (default 20, and N/2) chosen by the tool, and scores its
 predictions on every other cell: Spearman, Kendall, MAPE and the share within +/-10%. Cells are chosen
-diverse by MACs: the table is sorted by MACs, cut into N equal bins, and one cell is drawn from each bin
-(seeded; repeated over K seeds, default 5). Reported beside: the published profile before calibration
+diverse by MACs and operator counts: the table is sorted by MACs and cut into N equal bins; from each,
+of 16 cells drawn at random, the one whose operator counts are farthest from the cells already chosen
+is taken (seeded; repeated over K seeds, default 5). Reported beside: the published profile before calibration
 (where one exists for the device), MACs (ranking; milliseconds by one least-squares scale on the same N
 cells) and the published figures of FLOPs and HELP on the same table. ``--quick`` scores on 3,000 cells
-and runs 2 seeds. The MCU file (``--mcu``) is read and its rows counted; predicting them needs profiles
-per board and runtime, which are not built yet (reported as such).
+and runs 2 seeds. For the MCU file (``--mcu``), every named network becomes our int8 layer list; per
+(board, runtime) with latency rows, ms/MAC, ms/operator and ms/network are fitted and each row is
+predicted leave-one-network-out; SRAM and flash are our peak activations and weights plus a runtime
+constant (median, leave-one-out); the packaged board+runtime profiles predict every row they cover.
+``--write-mcu-profiles DIR`` writes those profiles (how hw_profiles/data/stm32*-*.json were made).
 
 Results go to benchmarks/results/device_fidelity.json, rewritten after every device and seed.
 """
@@ -69,11 +73,29 @@ def scores(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
     }
 
 
-def diverse_cells(macs: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """One cell from each of n equal bins of the table sorted by MACs."""
+def op_counts(archs: pd.Series) -> np.ndarray:
+    """How many edges of each operator a cell has (NAS-Bench-201 notation)."""
+    from compactnas.spaces.nb201 import OPS
+
+    return np.array([[a.count(f"|{op}~") for op in OPS] for a in archs], dtype=float)
+
+
+def diverse_cells(
+    macs: np.ndarray, counts: np.ndarray, n: int, seed: int, pool: int = 16
+) -> np.ndarray:
+    """n cells diverse by MACs and by operator counts: the table sorted by MACs is cut into n equal bins;
+    from each bin, of ``pool`` cells drawn at random, the one whose operator counts are farthest from
+    the cells already chosen is taken (greedy max-min)."""
     rng = np.random.default_rng(seed)
-    order = np.argsort(macs, kind="stable")
-    return np.array([rng.choice(b) for b in np.array_split(order, n)])
+    chosen: list[int] = []
+    for b in np.array_split(np.argsort(macs, kind="stable"), n):
+        cand = rng.choice(b, size=min(pool, len(b)), replace=False)
+        if not chosen:
+            chosen.append(int(cand[0]))
+            continue
+        dist = np.min(np.linalg.norm(counts[cand][:, None] - counts[chosen][None], axis=2), axis=1)
+        chosen.append(int(cand[np.argmax(dist)]))
+    return np.array(chosen)
 
 
 def predict_all(profile: Any, terms: list) -> np.ndarray:
@@ -116,6 +138,7 @@ def run_nb201(path: Path, args: argparse.Namespace, doc: dict, out: Path) -> Non
         for a in df.arch
     ]
     macs = np.array([t.macs.sum() for t in terms])
+    counts = op_counts(df.arch)
     log(f"layer lists of {len(df)} cells in {time.time() - t0:.0f} s")
     doc["nb201"] = {"file": str(path), "cells": len(df), "columns": cols, "devices": {}}
     sizes = sorted({max(2, args.calibration_samples // 2), args.calibration_samples})
@@ -135,7 +158,7 @@ def run_nb201(path: Path, args: argparse.Namespace, doc: dict, out: Path) -> Non
         for n in sizes:
             runs = []
             for seed in range(args.seeds):
-                idx = diverse_cells(macs, n, seed)
+                idx = diverse_cells(macs, counts, n, seed)
                 rest = np.ones(len(y), bool)
                 rest[idx] = False
                 fitted, report = calibrate(base, pd.DataFrame({"arch": df.arch[idx], "ms": y[idx]}),
@@ -334,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--calibration-samples must be >= 2 and --seeds >= 1")
     doc: dict[str, Any] = {"benchmark": "device_fidelity", "quick": args.quick, "seeds": args.seeds,
                            "calibration_samples": args.calibration_samples,
-                           "selection": "diverse by MACs: one cell per equal bin of the MACs-sorted table, seeded",
+                           "selection": "diverse by MACs and operator counts: per equal bin of the MACs-sorted table, of 16 random "
+                           "cells the one farthest (operator counts) from those already chosen; seeded",
                            "started": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
     write(doc, args.out)
     if args.nb201.is_file() and not args.mcu_only:
@@ -380,6 +404,11 @@ def plot(data: dict, path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def render(ctx: Any) -> list[str]:
+    """REPORT.md section (benchmarks/report.py's SECTIONS entry)."""
+    return report_section(ctx.data.get("device_fidelity"), ctx.results, ctx.img)
 
 
 def report_section(data: dict | None, results: Path, rel: Any) -> list[str]:

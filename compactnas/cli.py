@@ -18,6 +18,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+# Long but flat: one add_argument per search setting, grouped as `compactnas search --help` shows them.
 def _search_parser(sub: Any) -> None:
     p = sub.add_parser(
         "search",
@@ -260,13 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Subcommands that live beside the code they drive; each module has add_parser(subparsers).
+# One module per command group, each with add_parser(subparsers); a new command adds one line here.
 _EXTENSIONS = (
     "compactnas.cli_profile",
-    "compactnas.search.export_cmd",
-    "compactnas.search.teacher_cmd",
-    "compactnas.search.distill_cmd",
-    "compactnas.search.jobs_cmd",
+    "compactnas.cli_export",
+    "compactnas.cli_teacher",
+    "compactnas.cli_distill",
+    "compactnas.cli_jobs",
 )
 
 

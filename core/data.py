@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from compactnas.core.errors import DataError
 
 _IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# The fewest examples of each class a split may hold: one cannot be both trained on and measured.
+MIN_PER_CLASS = 2
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,31 @@ def _split_indices(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> li
     return [np.sort(np.array(p, dtype=np.int64)) for p in parts]
 
 
+def _check_classes(name: str, ys: list[np.ndarray]) -> int:
+    """The number of classes, once every class has at least 2 examples in each of the three splits.
+
+    One class cannot be learned (every model scores 1.0); a class with 0 or 1 examples in a split cannot
+    be trained on, or measured, so the search would report numbers that mean nothing.
+    """
+    labels = np.concatenate(ys)
+    present = np.unique(labels)
+    if len(present) < 2:
+        raise DataError(
+            f"{name}: every example has label {int(present[0])}; classification needs at least 2 classes"
+        )
+    num_classes = int(present.max()) + 1
+    for split, y in zip(("training", "validation", "test"), ys, strict=True):
+        counts = np.bincount(y, minlength=num_classes)
+        low = int(np.argmin(counts))
+        if counts[low] < MIN_PER_CLASS:
+            raise DataError(
+                f"{name}: class {low} has {counts[low]} example(s) in the {split} split; every class "
+                f"0..{num_classes - 1} needs at least {MIN_PER_CLASS} in each of training, validation "
+                "and test (add examples of it, or remove it and number the classes without gaps)"
+            )
+    return num_classes
+
+
 def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
     if size is None or max(x.shape[-2:]) == size and x.shape[-2] == x.shape[-1]:
         return x
@@ -149,8 +176,8 @@ def _make(
         tr, va = _split_indices(y, (1 - val_fraction, val_fraction), seed)
         xs = [x[tr], x[va], test[0]]
         ys = [y[tr], y[va], test[1]]
+    num_classes = _check_classes(name, ys)
     xs, mean, std = _normalise(*xs)
-    num_classes = int(max(int(a.max()) for a in ys if len(a)) + 1)
     splits = [
         Split(
             _resize(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), resize),
@@ -158,8 +185,6 @@ def _make(
         )
         for a, b in zip(xs, ys, strict=True)
     ]
-    if any(len(s) == 0 for s in splits):
-        raise DataError(f"{name}: too few examples to make train, validation and test splits")
     return Dataset(
         name=name,
         train=splits[0],
