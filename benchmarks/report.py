@@ -44,6 +44,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("latency_fidelity", "report_sections.latency:render"),
     ("compression", "report_sections.compression:render"),
     ("ray_scaling", "report_sections.ray:render"),
+    ("device_fidelity", "device_fidelity:render"),
 )
 BENCHMARKS = tuple(dict.fromkeys(name for name, _ in SECTIONS))
 PACKAGES = ("torch", "timm", "optuna", "ray", "mlflow", "compactnas")

@@ -31,9 +31,21 @@ def _search_parser(sub: Any) -> None:
         "--config", metavar="FILE.yaml", help="YAML file with any of the settings below (flags win)"
     )
     g = p.add_argument_group("what to search")
-    g.add_argument("--space", default=S, help="search space: mobile (default) or squeeze")
+    g.add_argument("--space", default=S, help="search space: mobile (default), squeeze or nb201")
     g.add_argument(
-        "--data", default=S, help="digits (default), npz:PATH, folder:PATH or cifar10:PATH"
+        "--data",
+        default=S,
+        help="digits (default), npz:PATH, folder:PATH, cifar10:PATH or table:PATH (a CSV of measured "
+        "architectures: candidates are looked up, not trained)",
+    )
+    g.add_argument(
+        "--table-accuracy", default=S, metavar="COLUMN", help="table:PATH column holding accuracy"
+    )
+    g.add_argument(
+        "--table-latency",
+        default=S,
+        metavar="COLUMN",
+        help="table:PATH column holding measured latency (ms); replaces the device prediction",
     )
     g.add_argument(
         "--resize", type=int, default=S, metavar="PIXELS", help="resize images to PIXELS x PIXELS"
@@ -268,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # One module per command group, each with add_parser(subparsers); a new command adds one line here.
 _EXTENSIONS = (
-    "compactnas.hw_profiles.cli",
+    "compactnas.cli_profile",
     "compactnas.cli_export",
     "compactnas.cli_teacher",
     "compactnas.cli_distill",

@@ -210,6 +210,12 @@ def _export(
 
     summary = load_summary(out)
     number, frozen = select_trial(out, summary, trial=trial, pick=pick)
+    if str(summary.get("config", {}).get("data", "")).startswith(
+        "table:"
+    ):  # looked up, not trained
+        from compactnas.search.export_arch import export_table_trial
+
+        return export_table_trial(out, number, frozen, cfg, summary)
     r = rebuild(out, summary, number, frozen, cfg.weights)
     check_formats(r.arch, cfg.formats)
     dest = (

@@ -162,8 +162,8 @@ def test_report_with_no_results(tmp_path, report):
     assert report.main(["--results", str(results), "--out", str(out)]) == 0
     text = out.read_text()
     assert (
-        text.count("Not run") == 7
-    )  # six benchmarks (arena included); the teacher section needs compression.json
+        text.count("Not run") == 8
+    )  # seven benchmarks (arena, device_fidelity); teacher needs compression.json
     assert "Present: none" in text
 
 
