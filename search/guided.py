@@ -53,6 +53,15 @@ class GuidedSampler(BaseSampler):
         self._explore = explore
         self._max_fit = max_fit_trials
         self._pool_cache: dict[tuple, np.ndarray] = {}
+        self._fitted: dict[int, tuple[np.ndarray, int]] = {}
+
+    def _hyper(self, k: int, n: int) -> dict[str, Any]:
+        """Kernel weights are re-learned when the data grew by a fifth since the last fit (the fit
+        costs far more than the prediction), warm-started from the last ones."""
+        if k not in self._fitted:
+            return {"theta": None, "refit": True}
+        theta, n_fit = self._fitted[k]
+        return {"theta": theta, "refit": n >= n_fit + max(2, n_fit // 5)}
 
     def reseed_rng(self) -> None:
         self._rng = np.random.default_rng()
@@ -176,7 +185,12 @@ class GuidedSampler(BaseSampler):
         z = np.where(logged, np.log(np.where(logged, y, 1.0)), y)
         groups = _choice_groups(choices)
         tx, tp = _counts(x, groups), _counts(pool, groups)
-        models = [CategoricalGP(x, z[:, k], tx) for k in range(z.shape[1])]
+        models = []
+        for k in range(z.shape[1]):
+            hyper = self._hyper(k, len(x))
+            models.append(CategoricalGP(x, z[:, k], tx, **hyper))
+            if hyper["refit"]:
+                self._fitted[k] = (models[-1].theta, len(x))
         preds = [m.predict(pool, tp) for m in models]
         mean = np.stack([p[0] for p in preds], 1)
         sd = np.stack([p[1] for p in preds], 1)

@@ -24,7 +24,15 @@ def _mismatch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class CategoricalGP:
     """Exact GP regression with k(x, y) = exp(-sum_d w_d [x_d != y_d]) on standardised targets."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, trend: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        trend: np.ndarray | None = None,
+        *,
+        theta: np.ndarray | None = None,
+        refit: bool = True,
+    ) -> None:
         self.x = np.asarray(x, dtype=np.int64)
         y = np.asarray(y, dtype=float)
         self.mu = float(y.mean())
@@ -37,7 +45,10 @@ class CategoricalGP:
             self.beta = np.linalg.solve(f.T @ f + _RIDGE * np.eye(f.shape[1]), f.T @ self.y)
             self.y = self.y - f @ self.beta
         self._d = _mismatch(self.x, self.x).astype(float)
-        self.log_w, self.log_noise = self._fit()
+        if theta is None or refit:
+            theta = self._fit(theta)
+        self.theta = theta
+        self.log_w, self.log_noise = theta[:-1], float(theta[-1])
         k = self._kernel(self._d, np.exp(self.log_w)) + (np.exp(self.log_noise) + _JITTER) * np.eye(
             len(self.y)
         )
@@ -70,13 +81,12 @@ class CategoricalGP:
         grad[-1] += (theta[-1] + 4) / 4
         return float(nll + prior), grad
 
-    def _fit(self) -> tuple[np.ndarray, float]:
+    def _fit(self, start: np.ndarray | None) -> np.ndarray:
         dims = self.x.shape[1]
-        theta0 = np.r_[np.full(dims, np.log(0.5)), -4.0]
+        theta0 = np.r_[np.full(dims, np.log(0.5)), -4.0] if start is None else start
         bounds = [(np.log(1e-3), np.log(20.0))] * dims + [(np.log(1e-6), np.log(1.0))]
         res = minimize(self._nll, theta0, jac=True, method="L-BFGS-B", bounds=bounds)
-        theta = res.x if np.isfinite(res.fun) else theta0
-        return theta[:-1], float(theta[-1])
+        return res.x if np.isfinite(res.fun) else theta0
 
     def predict(
         self, x: np.ndarray, trend: np.ndarray | None = None, chunk: int = 8192
