@@ -9,8 +9,11 @@ improvement for several objectives) and ``random``.
 
 from __future__ import annotations
 
+import os
 import re
+import warnings
 from collections.abc import Callable
+from typing import Any
 
 import optuna
 
@@ -40,7 +43,9 @@ def _nsga2(seed, trials, workers, space_name, population):
 
 
 def _nsga3(seed, trials, workers, space_name, population):
-    return optuna.samplers.NSGAIIISampler(population_size=population or 8, seed=seed)
+    with warnings.catch_warnings():  # experimental in Optuna: the warning says nothing to a user
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.NSGAIIISampler(population_size=population or 8, seed=seed)
 
 
 def _tpe(seed, trials, workers, space_name, population):
@@ -86,6 +91,14 @@ def parse_strategy(name: str) -> tuple[str, int | None]:
     if population is not None and population < 2:
         raise ConfigError(f"population must be >= 2, got {population} in '{name}'")
     return base, population
+
+
+def workers_of(cfg: Any) -> int:
+    """How many candidates a search evaluates at once: Ray's concurrency, or the local workers."""
+    if getattr(cfg, "backend", "local") == "ray":
+        return max(1, int(getattr(cfg, "concurrency", 1)))
+    workers = getattr(cfg, "workers", 1)
+    return max(1, int(workers if workers is not None else (os.cpu_count() or 1)))
 
 
 def create_sampler(
