@@ -134,17 +134,17 @@ def run_loop(table: Table, seed: int, trials: int) -> float:
     from compactnas.search.study import run_search
 
     with tempfile.TemporaryDirectory() as out:
-        result = run_search(
-            space="nb201",
-            data=f"table:{table.path}",
-            table_accuracy=table.columns[0],
-            table_latency=table.columns[1],
-            objectives=("accuracy", "latency"),
-            trials=trials,
-            seed=seed,
-            out=out,
-            quiet=True,
-        )
+        config = {
+            "space": "nb201",
+            "data": f"table:{table.path}",
+            "table_accuracy": table.columns[0],
+            "table_latency": table.columns[1],
+            "objectives": ["accuracy", "latency"],
+            "trials": trials,
+            "seed": seed,
+            "out": out,
+        }
+        result = run_search(config, quiet=True)
         done = result.trials[result.trials["state"] == "COMPLETE"]
         acc, lat = done["accuracy"].to_numpy(float), done["latency_ms"].to_numpy(float)
     return round(hypervolume(acc, lat, table.ref) / table.hv_exact, 5)
@@ -219,7 +219,17 @@ def write(results: dict) -> None:
     tmp.replace(RESULTS)
 
 
-def report_section(results: dict) -> str:
+def render(ctx) -> list[str]:
+    """REPORT.md section (benchmarks/report.py's SECTIONS entry)."""
+    results = ctx.data.get("search_strategies")
+    if not results:
+        return ["## Search strategies against an exact front", "", "Not run.", ""]
+    plot_path = ctx.results / PLOT.name
+    image = ctx.img(plot_path, "ratio against evaluations") if plot_path.exists() else None
+    return report_section(results, image).splitlines() + [""]
+
+
+def report_section(results: dict, image: str | None = None) -> str:
     """The REPORT.md section: median (10th-90th percentile) ratio per budget, evaluations to targets."""
     t = results["table"]
     budgets = [int(b) for b in results["budgets"]]
@@ -265,8 +275,8 @@ def report_section(results: dict) -> str:
         f"Run: `{results['command']}` in {results.get('elapsed_s', 0) / 60:.1f} min ({results['note']}).",
         "",
     ]
-    if PLOT.exists():
-        lines += [f"![ratio against evaluations]({PLOT.relative_to(RESULTS.parent.parent)})", ""]
+    if image:
+        lines += [image, ""]
     return "\n".join(lines)
 
 
@@ -352,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compactnas search seed {seed}: ratio {ratio:.4f}", flush=True)
     plot(results, PLOT)
     write(results)
-    print(report_section(results))
+    print(report_section(results, f"![ratio against evaluations](results/{PLOT.name})"))
     return 0
 
 

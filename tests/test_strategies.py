@@ -123,3 +123,61 @@ def test_guided_never_repeats_a_canonical_nb201_cell():
         )
     assert len(keys) == 30
     assert len(set(keys)) == len(keys)
+
+
+def test_search_config_defaults_to_guided():
+    from compactnas.search.config import SearchConfig
+    from compactnas.search.guided import GuidedSampler
+    from compactnas.search.study import make_sampler
+
+    cfg = SearchConfig()
+    assert cfg.sampler == "guided"
+    assert isinstance(make_sampler(cfg), GuidedSampler)
+    assert isinstance(make_sampler(cfg.replace(sampler="gp")), optuna.samplers.GPSampler)
+    with pytest.raises(ConfigError, match="unknown sampler"):
+        SearchConfig(sampler="annealing")
+
+
+def test_whole_search_on_a_table_never_repeats_a_cell(tmp_path):
+    """The default sampler through the search loop (SQLite study, MLflow store) on a synthetic table."""
+    import pandas as pd
+
+    from compactnas.search.study import run_search
+    from compactnas.spaces.nb201 import OPS, nb201_spec, to_nb201_string
+
+    rows = []
+    for ops in itertools.product(OPS, repeat=6):
+        convs = sum(op.startswith("nor_conv") for op in ops)
+        rows.append(
+            {
+                "arch": to_nb201_string(nb201_spec(ops)),
+                "acc": 50 + 4 * convs + (ops[0] == ops[5]),
+                "ms": 1 + 3 * convs + sum(op != "none" for op in ops),
+            }
+        )
+    path = tmp_path / "toy.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    config = {
+        "space": "nb201",
+        "data": f"table:{path}",
+        "table_accuracy": "acc",
+        "table_latency": "ms",
+        "objectives": ["accuracy", "latency"],
+        "trials": 14,
+        "out": str(tmp_path / "out"),
+    }
+    result = run_search(config, quiet=True)
+    done = result.trials[result.trials["state"] == "COMPLETE"]
+    assert len(done) == 14
+    cells = [
+        nb201_canonical(dict(zip([f"edge_{i}" for i in range(6)], _ops(a), strict=True)))
+        for a in done["arch"]
+    ]
+    keys = [tuple(c.values()) for c in cells]
+    assert len(set(keys)) == len(keys)
+
+
+def _ops(arch: str) -> tuple[str, ...]:
+    from compactnas.spaces.nb201 import cell_ops
+
+    return cell_ops(arch)
