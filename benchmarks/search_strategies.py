@@ -327,7 +327,13 @@ def main(argv: list[str] | None = None) -> int:
         "strategies": {},
         "search_command": [],
     }
-    started = time.time()
+    if not strategies and RESULTS.exists():
+        # Only whole searches asked for: keep the strategies already measured.
+        kept = json.loads(RESULTS.read_text())
+        results["strategies"], results["budgets"] = kept["strategies"], kept["budgets"]
+        results["elapsed_s"] = kept.get("elapsed_s", 0)
+        results["command"] = kept["command"] + " ; " + results["command"]
+    started = time.time() - results.get("elapsed_s", 0)
     for name in strategies:
         seeds, top = SLOW.get(name, (args.seeds, max(budgets)))
         seeds, top = min(seeds, args.seeds), min(top, max(budgets))
