@@ -34,6 +34,11 @@ _ENUMERATE_LIMIT = 20_000  # spaces up to this size are scored whole
 _ABSENT = -1  # a conditional parameter a trial never asked for
 
 
+def _as_is(params: dict[str, Any]) -> dict[str, Any]:
+    # A module-level function, not a lambda: the sampler must pickle (Ray Tune ships its searcher).
+    return params
+
+
 class GuidedSampler(BaseSampler):
     def __init__(
         self,
@@ -48,7 +53,7 @@ class GuidedSampler(BaseSampler):
         self._rng = np.random.default_rng(seed)
         self._random = RandomSampler(seed=seed)
         self._n_startup = n_startup_trials
-        self._canonical = canonical or (lambda params: params)
+        self._canonical = canonical or _as_is
         self._n_candidates = n_candidates
         self._explore = explore
         self._max_fit = max_fit_trials
