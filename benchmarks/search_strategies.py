@@ -336,6 +336,15 @@ def main(argv: list[str] | None = None) -> int:
         results["elapsed_s"] = kept.get("elapsed_s", 0)
         results["notes"] = kept.get("notes", [])
         results["command"] = kept["command"] + " ; " + results["command"]
+    if strategies and RESULTS.exists():
+        # Strategies measured before on the same table and budgets stay; those run now are replaced.
+        kept = json.loads(RESULTS.read_text())
+        if kept.get("table") == results["table"] and kept.get("budgets") == budgets:
+            results["strategies"] = {
+                k: v for k, v in kept.get("strategies", {}).items() if k not in strategies
+            }
+            results["search_command"] = kept.get("search_command", [])
+            results["notes"] = kept.get("notes", [])
     started = time.time() - results.get("elapsed_s", 0)
     for name in strategies:
         seeds, top = SLOW.get(name, (args.seeds, max(budgets)))
