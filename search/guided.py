@@ -104,7 +104,7 @@ class GuidedSampler(BaseSampler):
         if len(pool) == 0:
             return {}
         if len(done) < self._n_startup:
-            pick = self._random_pick(names, choices, taken, pool)
+            pick = pool[self._rng.integers(len(pool))]
         else:
             # Small matrices: one BLAS thread is many times faster than several fighting for cores.
             with threadpool_limits(limits=1):
@@ -119,16 +119,6 @@ class GuidedSampler(BaseSampler):
         param_distribution: BaseDistribution,
     ) -> Any:
         return self._random.sample_independent(study, trial, param_name, param_distribution)
-
-    def _random_pick(self, names, choices, taken, pool) -> np.ndarray:
-        """A uniformly random assignment, then made canonical: equivalent architectures are drawn as
-        often as the space holds them (uniform over canonical ones would favour large cells)."""
-        high = np.array([len(c) for c in choices])
-        for _ in range(64):
-            code = self._canonical_codes(self._rng.integers(0, high)[None, :], names, choices)
-            if not self._matches_any(code, taken)[0]:
-                return code[0]
-        return pool[self._rng.integers(len(pool))]
 
     # -- Candidates ---------------------------------------------------------------------------------
     def _encode(self, params: dict[str, Any], names: list[str], choices: list) -> np.ndarray:
