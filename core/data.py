@@ -342,6 +342,12 @@ class TableSource:
     def image_size(self) -> int:
         return max(self.input_shape[1:])
 
+    def __getattr__(self, name: str):
+        # Commands that need images (training, distillation, verifying an export) end in one clear line.
+        if name in ("train", "val", "test", "classes", "mean", "std"):
+            raise DataError(f"{self.name} is a table of measured architectures: it has no images ({name})")
+        raise AttributeError(name)
+
 
 def _guess_classes(columns: list[str]) -> int:
     # NAS-Bench-201's tables name their data set in the metric columns.

@@ -161,8 +161,7 @@ def test_report_with_no_results(tmp_path, report):
     out = tmp_path / "R.md"
     assert report.main(["--results", str(results), "--out", str(out)]) == 0
     text = out.read_text()
-    # seven benchmarks, and the teacher section needs compression.json
-    assert text.count("Not run") == 8
+    assert text.count("Not run") == 8  # seven benchmarks; the teacher section needs compression.json
     assert "Present: none" in text
 
 
