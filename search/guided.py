@@ -200,13 +200,14 @@ class GuidedSampler(BaseSampler):
         mean = np.stack([p[0] for p in preds], 1)
         sd = np.stack([p[1] for p in preds], 1)
         optimistic = mean - self._explore * sd
-        optimistic = np.where(logged, np.exp(optimistic), optimistic)
+        optimistic[:, logged] = np.exp(optimistic[:, logged])
         front = y
         pending = [c for t, c in zip(trials, taken, strict=True) if t.state == TrialState.RUNNING]
         if pending:
             pend = np.stack(pending)
             fantasy = np.stack([m.predict(pend, _counts(pend, groups))[0] for m in models], 1)
-            front = np.concatenate([front, np.where(logged, np.exp(fantasy), fantasy)])
+            fantasy[:, logged] = np.exp(fantasy[:, logged])
+            front = np.concatenate([front, fantasy])
         span = y.max(0) - y.min(0)
         ref = y.max(0) + 0.1 * np.where(span > 0, span, 1.0)
         gain = hv_gain(front, optimistic, ref, self._rng)
