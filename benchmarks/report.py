@@ -45,6 +45,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("compression", "report_sections.compression:render"),
     ("ray_scaling", "report_sections.ray:render"),
     ("device_fidelity", "device_fidelity:render"),
+    ("search_strategies", "search_strategies:render"),
 )
 BENCHMARKS = tuple(dict.fromkeys(name for name, _ in SECTIONS))
 PACKAGES = ("torch", "timm", "optuna", "ray", "mlflow", "compactnas")

@@ -63,7 +63,11 @@ def _search_parser(sub: Any) -> None:
         help="comma-separated: accuracy,latency,size (default), params, macs, energy, sram",
     )
     g.add_argument("--trials", type=int, default=S, help="number of candidates (default 30)")
-    g.add_argument("--sampler", default=S, help="nsga2 (default), tpe or random")
+    g.add_argument(
+        "--sampler",
+        default=S,
+        help="guided (default: a surrogate model proposes), nsga2, nsga3, tpe, gp or random",
+    )
     g.add_argument("--population", type=int, default=S, help="NSGA-II population size (default 8)")
     g.add_argument(
         "--seed", type=int, default=S, help="seed for data split, sampler and training (default 0)"

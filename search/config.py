@@ -14,7 +14,7 @@ from compactnas.core.errors import ConfigError
 from compactnas.core.onnx_runtime import HOST_RUNTIMES
 from compactnas.evaluators.train import AUGMENTS, OPTIMIZERS
 
-SAMPLERS = ("nsga2", "tpe", "random")
+SAMPLERS = ("guided", "nsga2", "nsga3", "tpe", "gp", "random")
 BACKENDS = ("local", "ray")
 
 
@@ -31,7 +31,7 @@ class SearchConfig:
     # How to score and search
     objectives: tuple[str, ...] = ("accuracy", "latency", "size")
     trials: int = 30
-    sampler: str = "nsga2"
+    sampler: str = "guided"
     population: int = 8
     seed: int = 0
     device: str | None = None

@@ -46,13 +46,16 @@ class SearchResult:
 
 
 def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
-    if cfg.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=cfg.population, seed=cfg.seed)
-    if cfg.sampler == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=cfg.seed, n_startup_trials=min(10, max(2, cfg.trials // 3))
-        )
-    return optuna.samplers.RandomSampler(seed=cfg.seed)
+    from compactnas.search.strategies import create_sampler, workers_of
+
+    return create_sampler(
+        cfg.sampler,
+        seed=cfg.seed,
+        trials=cfg.trials,
+        workers=workers_of(cfg),
+        space_name=cfg.space,
+        population=cfg.population,
+    )
 
 
 def storage_url(out_dir: Path) -> str:
