@@ -31,9 +31,21 @@ def _search_parser(sub: Any) -> None:
         "--config", metavar="FILE.yaml", help="YAML file with any of the settings below (flags win)"
     )
     g = p.add_argument_group("what to search")
-    g.add_argument("--space", default=S, help="search space: mobile (default) or squeeze")
+    g.add_argument("--space", default=S, help="search space: mobile (default), squeeze or nb201")
     g.add_argument(
-        "--data", default=S, help="digits (default), npz:PATH, folder:PATH or cifar10:PATH"
+        "--data",
+        default=S,
+        help="digits (default), npz:PATH, folder:PATH, cifar10:PATH or table:PATH (a CSV of measured "
+        "architectures: candidates are looked up, not trained)",
+    )
+    g.add_argument(
+        "--table-accuracy", default=S, metavar="COLUMN", help="table:PATH column holding accuracy"
+    )
+    g.add_argument(
+        "--table-latency",
+        default=S,
+        metavar="COLUMN",
+        help="table:PATH column holding measured latency (ms); replaces the device prediction",
     )
     g.add_argument(
         "--resize", type=int, default=S, metavar="PIXELS", help="resize images to PIXELS x PIXELS"
@@ -51,7 +63,11 @@ def _search_parser(sub: Any) -> None:
         help="comma-separated: accuracy,latency,size (default), params, macs, energy, sram",
     )
     g.add_argument("--trials", type=int, default=S, help="number of candidates (default 30)")
-    g.add_argument("--sampler", default=S, help="nsga2 (default), tpe or random")
+    g.add_argument(
+        "--sampler",
+        default=S,
+        help="guided (default: a surrogate model proposes), nsga2, nsga3, tpe, gp or random",
+    )
     g.add_argument("--population", type=int, default=S, help="NSGA-II population size (default 8)")
     g.add_argument(
         "--seed", type=int, default=S, help="seed for data split, sampler and training (default 0)"
@@ -92,6 +108,23 @@ def _search_parser(sub: Any) -> None:
         "--evaluator",
         default=S,
         help="how candidates get their accuracy: auto (default), proxy, compress or another registered name",
+    )
+    g.add_argument("--label-smoothing", type=float, default=S, help="label smoothing (default 0.1)")
+    g.add_argument(
+        "--augment",
+        default=S,
+        help="auto (default: crop-flip for colour images >= 32 px, else shift), crop-flip, shift, off",
+    )
+    g.add_argument(
+        "--subset", type=int, default=S, metavar="N", help="train candidates on N examples"
+    )
+    g.add_argument(
+        "--val-subset", type=int, default=S, metavar="N", help="validate candidates on N examples"
+    )
+    g.add_argument(
+        "--host-runtime",
+        default=S,
+        help="host latency in onnxruntime (default; one thread, batch 1) or torch (eager)",
     )
     g = p.add_argument_group("output and tracking")
     g.add_argument("--out", default=S, help="output folder (default runs/search)")
@@ -262,12 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 # One module per command group, each with add_parser(subparsers); a new command adds one line here.
 _EXTENSIONS = (
-    "compactnas.hw_profiles.cli",
+    "compactnas.cli_profile",
     "compactnas.cli_export",
     "compactnas.cli_teacher",
     "compactnas.cli_distill",
     "compactnas.cli_jobs",
     "compactnas.cli_track",
+    "compactnas.cli_retrain",
 )
 
 

@@ -5,6 +5,8 @@ Sources (``--data``):
     npz:PATH        arrays ``x`` (N,H,W or N,C,H,W or N,H,W,C; uint8 or float) and ``y`` (N,) integer labels
     folder:PATH     an image folder: one sub-folder per class holding image files
     cifar10:PATH    a local copy of CIFAR-10 (the python pickles, ``cifar-10-batches-py``)
+    table:PATH      a CSV of already measured architectures (``arch`` column plus metric columns, e.g.
+                    NAS-Bench-201 with device latencies): candidates are looked up, never trained
 
 Each is split once, stratified, by a fixed seed into train/val/test; ``npz`` may carry its own split
 as ``x_test``/``y_test`` and cifar10 uses its official test batch.
@@ -323,14 +325,116 @@ def _cifar10(path: str, seed: int, resize: int | None) -> Dataset:
     )
 
 
-DATA_SOURCES = ("digits", "npz:PATH", "folder:PATH", "cifar10:PATH")
+def take_subset(
+    data: Dataset, *, train: int | None = None, val: int | None = None, seed: int = 0
+) -> Dataset:
+    """The same data with at most ``train`` training and ``val`` validation examples, stratified by
+    class (cheaper proxy training); the test split and the normalisation statistics are kept."""
+    from dataclasses import replace
+
+    if not isinstance(data, Dataset) or (train is None and val is None):
+        return data  # a table source has no images to cut
+
+    def cut(split: Split, n: int | None, what: str) -> Split:
+        if n is None or n >= len(split):
+            return split
+        if n < 2:
+            raise DataError(f"{what} subset must hold at least 2 examples, got {n}")
+        y = split.y.numpy()
+        keep, rest = _split_indices(y, (n / len(y), 1 - n / len(y)), seed)
+        # Per-class rounding may miss n by a few: trim or top up at random to exactly n.
+        rng = np.random.default_rng(seed)
+        if len(keep) > n:
+            keep = rng.choice(keep, n, replace=False)
+        elif len(keep) < n:
+            keep = np.concatenate([keep, rng.choice(rest, n - len(keep), replace=False)])
+        keep = torch.from_numpy(np.sort(keep))
+        return Split(split.x[keep], split.y[keep])
+
+    return replace(
+        data, train=cut(data.train, train, "training"), val=cut(data.val, val, "validation")
+    )
 
 
-def load_data(source: str = "digits", *, seed: int = 0, resize: int | None = None) -> Dataset:
-    """Load a data set by source string (see the module docstring); errors are one-line DataErrors."""
+@dataclass(frozen=True)
+class TableSource:
+    """A benchmark table standing in for a data set: the table evaluator reads candidates' metrics from it.
+
+    ``input_shape`` and ``num_classes`` are those the table's networks were measured at; they size the
+    layer list (parameters, MACs, device predictions) of every candidate.
+    """
+
+    name: str
+    frame: pd.DataFrame  # noqa: F821 - pandas is imported when a table is read
+    input_shape: tuple[int, int, int] = (3, 32, 32)
+    num_classes: int = 10
+
+    @property
+    def image_size(self) -> int:
+        return max(self.input_shape[1:])
+
+    def __getattr__(self, name: str):
+        # Commands that need images (training, distillation, verifying an export) end in one clear line.
+        if name in ("train", "val", "test", "classes", "mean", "std"):
+            raise DataError(
+                f"{self.name} is a table of measured architectures: it has no images ({name})"
+            )
+        raise AttributeError(name)
+
+
+def _guess_classes(columns: list[str]) -> int:
+    # NAS-Bench-201's tables name their data set in the metric columns.
+    text = " ".join(columns).lower()
+    if "cifar100" in text:
+        return 100
+    if "imagenet16" in text:
+        return 120
+    return 10
+
+
+def _table(path: str, resize: int | None, num_classes: int | None) -> TableSource:
+    import pandas as pd
+
+    p = _existing(path, "table")
+    try:
+        frame = pd.read_csv(p)
+    except Exception as e:
+        raise DataError(f"table: cannot read {p} as CSV: {str(e).splitlines()[0]}") from None
+    if "arch" not in frame.columns:
+        raise DataError(
+            f"table: {p} needs an 'arch' column (found: {', '.join(map(str, frame.columns))})"
+        )
+    if frame.empty:
+        raise DataError(f"table: {p} holds no rows")
+    frame = frame.drop_duplicates("arch", keep="first").set_index("arch", drop=False)
+    size = resize or 32
+    return TableSource(
+        name=f"table:{p.name}",
+        frame=frame,
+        input_shape=(3, size, size),
+        num_classes=num_classes or _guess_classes([str(c) for c in frame.columns]),
+    )
+
+
+DATA_SOURCES = ("digits", "npz:PATH", "folder:PATH", "cifar10:PATH", "table:PATH")
+
+
+def load_data(
+    source: str = "digits",
+    *,
+    seed: int = 0,
+    resize: int | None = None,
+    num_classes: int | None = None,
+) -> Dataset | TableSource:
+    """Load a data set by source string (see the module docstring); errors are one-line DataErrors.
+
+    ``num_classes`` only applies to a table (its networks' classifier width; guessed from its columns).
+    """
     if resize is not None and not 4 <= resize <= 512:
         raise DataError(f"resize must be between 4 and 512 pixels, got {resize}")
     kind, _, path = source.partition(":")
+    if kind == "table":
+        return _table(path, resize, num_classes)
     if kind == "digits" and not path:
         return _digits(seed, resize)
     loaders = {"npz": _npz, "folder": _folder, "cifar10": _cifar10}

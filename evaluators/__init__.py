@@ -17,9 +17,10 @@ from compactnas.evaluators.compression import (
 from compactnas.evaluators.counting import count_macs, count_parameters
 from compactnas.evaluators.latency import measure_latency_ms
 from compactnas.evaluators.proxy import ProxyEvaluator
+from compactnas.evaluators.table import TableEvaluator
 from compactnas.evaluators.train import TrainConfig, accuracy, train
 
-_EVALUATORS: dict[str, Callable[..., Evaluator]] = {}
+_EVALUATORS: dict[str, Callable[..., Evaluator]] = {"table": TableEvaluator}
 
 
 def register_evaluator(name: str) -> Callable:
@@ -75,6 +76,7 @@ __all__ = [
     "Evaluator",
     "check_result",
     "ProxyEvaluator",
+    "TableEvaluator",
     "TrainConfig",
     "accuracy",
     "build_compressed_model",

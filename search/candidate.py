@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from compactnas.core.data import Dataset
+from compactnas.core.data import Dataset, TableSource
 from compactnas.core.errors import ConfigError, TrialDiverged
 from compactnas.evaluators import (
     TrainConfig,
@@ -54,6 +54,8 @@ def train_config(cfg: SearchConfig, trial_number: int) -> TrainConfig:
         lr=cfg.lr,
         optimizer=cfg.optimizer,
         weight_decay=cfg.weight_decay,
+        label_smoothing=cfg.label_smoothing,
+        augment=cfg.augment,
         seed=cfg.seed * 100_003 + trial_number,
     )
 
@@ -123,7 +125,9 @@ def static_metrics(
                 m[key] = float(value)
     else:
         with gate():
-            m["latency_ms"] = measure_latency_ms(model, shape, threads=cfg.latency_threads)
+            m["latency_ms"] = measure_latency_ms(
+                model, shape, threads=cfg.latency_threads, runtime=cfg.host_runtime
+            )
     return m
 
 
@@ -171,6 +175,13 @@ def evaluate_candidate(
     Raises TrialDiverged (non-finite loss), EvaluationError (a result that breaks the contract) or any
     error of the model itself; ``run_candidate`` turns those into a failed trial.
     """
+    # Table data source: looked up, not trained (search/table_candidate.py).
+    if isinstance(data, TableSource):
+        from compactnas.search.table_candidate import evaluate_table_candidate
+
+        return evaluate_table_candidate(
+            spec, data, cfg, latency_model=latency_model, on_static=on_static
+        )
     torch.manual_seed(cfg.seed * 100_003 + trial_number)
     model = create_model(spec, num_classes=data.num_classes, in_chans=data.input_shape[0])
     # A pruned candidate is counted and timed at its pruned shapes (untrained weights time the same).

@@ -12,9 +12,10 @@ from typing import Any
 import yaml
 
 from compactnas.core.errors import ConfigError
-from compactnas.evaluators.train import OPTIMIZERS
+from compactnas.core.onnx_runtime import HOST_RUNTIMES
+from compactnas.evaluators.train import AUGMENTS, OPTIMIZERS
 
-SAMPLERS = ("nsga2", "tpe", "random")
+SAMPLERS = ("guided", "nsga2", "nsga3", "tpe", "gp", "random")
 BACKENDS = ("local", "ray")
 
 
@@ -25,10 +26,13 @@ class SearchConfig:
     data: str = "digits"
     resize: int | None = None
     compress: bool = False
+    # Table data source (data "table:PATH"): the columns the table evaluator reads
+    table_accuracy: str | None = None
+    table_latency: str | None = None
     # How to score and search
     objectives: tuple[str, ...] = ("accuracy", "latency", "size")
     trials: int = 30
-    sampler: str = "nsga2"
+    sampler: str = "guided"
     population: int = 8
     seed: int = 0
     device: str | None = None
@@ -48,6 +52,11 @@ class SearchConfig:
     # Candidates evaluated at once by the local backend, each in its own process (None: one per core)
     workers: int | None = None
     latency_threads: int = 1
+    label_smoothing: float = 0.1
+    augment: str = "auto"  # auto: crop-flip for colour images >= 32 px, shift otherwise
+    subset: int | None = None  # at most this many training examples per candidate
+    val_subset: int | None = None  # at most this many validation examples
+    host_runtime: str = "onnxruntime"  # how host latency is measured: onnxruntime or torch (eager)
     # Where results go
     out: str = "runs/search"
     study_name: str = "compactnas"
@@ -86,6 +95,20 @@ class SearchConfig:
             raise ConfigError(
                 f"unknown optimizer '{self.optimizer}' (use one of: {', '.join(OPTIMIZERS)})"
             )
+        if self.augment not in AUGMENTS:
+            raise ConfigError(
+                f"unknown augmentation '{self.augment}' (use one of: {', '.join(AUGMENTS)})"
+            )
+        if self.host_runtime not in HOST_RUNTIMES:
+            raise ConfigError(
+                f"unknown host runtime '{self.host_runtime}' (use one of: {', '.join(HOST_RUNTIMES)})"
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        for name in ("subset", "val_subset"):
+            v = getattr(self, name)
+            if v is not None and v < 2:
+                raise ConfigError(f"{name} must be at least 2 examples, got {v}")
         if self.backend not in BACKENDS:
             raise ConfigError(
                 f"unknown backend '{self.backend}' (use one of: {', '.join(BACKENDS)})"
@@ -131,6 +154,12 @@ class SearchConfig:
             raise ConfigError(
                 f"Ray address must be HOST:PORT or ray://HOST:PORT, got '{self.address}'"
             )
+        if (self.table_accuracy or self.table_latency) and not self.data.startswith("table:"):
+            raise ConfigError(
+                "--table-accuracy/--table-latency need a table data source (table:PATH)"
+            )
+        if self.data.startswith("table:") and not self.table_accuracy:
+            raise ConfigError("a table data source needs --table-accuracy COLUMN")
         if not self.study_name or not self.out:
             raise ConfigError("study_name and out must not be empty")
 
@@ -167,13 +196,13 @@ def _coerce(name: str, value: Any) -> Any:
             "config field 'objectives' must be a list of names or a comma-separated string"
         )
     expected = type(default) if default is not None else None
-    if name in ("resize", "max_params", "workers"):
+    if name in ("resize", "max_params", "workers", "subset", "val_subset"):
         expected = int
     if name == "max_latency_ms" or name == "max_size_kb":
         expected = float
     if name in ("cpus_per_trial", "gpus_per_trial"):
         expected = float
-    if name in ("device", "tracking_uri", "address"):
+    if name in ("device", "tracking_uri", "address", "table_accuracy", "table_latency"):
         expected = str
     if expected is bool:
         if not isinstance(value, bool):

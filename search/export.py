@@ -97,9 +97,7 @@ class ExportConfig:
     formats: tuple[str, ...] = ("onnx",)
     dest: str | Path | None = None  # default: OUT/exports/trial_N
     force: bool = False
-    weights: str = (
-        "auto"  # auto: distilled weights when OUT/distilled/trial_N.pt exists, else trained
-    )
+    weights: str = "auto"  # auto: distilled (OUT/distilled/) if there, else retrained (OUT/retrained/), else trained
     calibration: str = (
         "auto"  # auto: the method whose int8 model best agrees with fp32 on validation data
     )
@@ -111,8 +109,10 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "formats", parse_formats(self.formats))
-        if self.weights not in ("auto", "trained", "distilled"):
-            raise ConfigError(f"unknown weights '{self.weights}' (use auto, trained or distilled)")
+        if self.weights not in ("auto", "trained", "retrained", "distilled"):
+            raise ConfigError(
+                f"unknown weights '{self.weights}' (use auto, trained, retrained or distilled)"
+            )
         if self.calibration not in CALIBRATIONS:
             raise ConfigError(
                 f"unknown calibration '{self.calibration}' (use one of: {', '.join(CALIBRATIONS)})"
@@ -210,6 +210,12 @@ def _export(
 
     summary = load_summary(out)
     number, frozen = select_trial(out, summary, trial=trial, pick=pick)
+    if str(summary.get("config", {}).get("data", "")).startswith(
+        "table:"
+    ):  # looked up, not trained
+        from compactnas.search.export_arch import export_table_trial
+
+        return export_table_trial(out, number, frozen, cfg, summary)
     r = rebuild(out, summary, number, frozen, cfg.weights)
     check_formats(r.arch, cfg.formats)
     dest = (

@@ -19,7 +19,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from compactnas.core.data import Dataset, load_data
+from compactnas.core.data import Dataset, TableSource, load_data, take_subset
 from compactnas.core.errors import ConfigError
 from compactnas.search.candidate import resolve_latency_model
 from compactnas.search.config import SearchConfig
@@ -68,6 +68,11 @@ class SearchLoop:
         self.data = (
             data if data is not None else load_data(cfg.data, seed=cfg.seed, resize=cfg.resize)
         )
+        self.data = take_subset(self.data, train=cfg.subset, val=cfg.val_subset, seed=cfg.seed)
+        if isinstance(self.data, TableSource):  # a table's columns are checked before any trial
+            from compactnas.search.table_candidate import check_table
+
+            check_table(cfg, self.data)
         self.space = create_space(cfg.space, image_size=self.data.image_size, compress=cfg.compress)
         try:
             cfg.out_dir.mkdir(parents=True, exist_ok=True)

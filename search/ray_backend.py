@@ -17,7 +17,7 @@ import socket
 import time
 from typing import Any
 
-from compactnas.core.data import Dataset, load_data
+from compactnas.core.data import Dataset, load_data, take_subset
 from compactnas.core.errors import ConfigError
 from compactnas.search.config import SearchConfig
 from compactnas.search.loop import SearchLoop
@@ -43,6 +43,7 @@ def _trainable(
     # Where the trial runs, so an operator (or a test) can find the process behind a run.
     tune.report({"started": 1, "worker_pid": os.getpid(), "worker_host": socket.gethostname()})
     data = data if data is not None else load_data(cfg.data, seed=cfg.seed, resize=cfg.resize)
+    data = take_subset(data, train=cfg.subset, val=cfg.val_subset, seed=cfg.seed)
 
     def report(epoch: int, accuracy: float) -> bool:
         if epoch < cfg.epochs:  # the final report below carries the last epoch, with every metric

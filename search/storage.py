@@ -30,17 +30,17 @@ def storage_url(out_dir: Path) -> str:
 
 
 def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
-    if cfg.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=cfg.population, seed=cfg.seed)
-    if cfg.sampler == "tpe":
-        # With several candidates in flight, the running ones count as bad results so that the
-        # sampler spreads its proposals instead of asking for the same point N times.
-        return optuna.samplers.TPESampler(
-            seed=cfg.seed,
-            n_startup_trials=min(10, max(2, cfg.trials // 3)),
-            constant_liar=cfg.n_workers > 1 or cfg.backend == "ray",
-        )
-    return optuna.samplers.RandomSampler(seed=cfg.seed)
+    """The configured strategy (search/strategies.py), told how many candidates run at once."""
+    from compactnas.search.strategies import create_sampler, workers_of
+
+    return create_sampler(
+        cfg.sampler,
+        seed=cfg.seed,
+        trials=cfg.trials,
+        workers=workers_of(cfg),
+        space_name=cfg.space,
+        population=cfg.population,
+    )
 
 
 def _study_names(out: Path) -> list[str]:

@@ -180,7 +180,7 @@ def worker_main(conn: Connection, settings: dict, data: Any | None, plugins: dic
     _die_with_parent()
     import torch
 
-    from compactnas.core.data import load_data
+    from compactnas.core.data import load_data, take_subset
     from compactnas.evaluators import list_evaluators, register_evaluator
     from compactnas.search.candidate import resolve_latency_model, run_candidate
     from compactnas.search.config import config_from_mapping
@@ -193,6 +193,7 @@ def worker_main(conn: Connection, settings: dict, data: Any | None, plugins: dic
     torch.set_num_threads(cfg.threads)
     if data is None:
         data = load_data(cfg.data, seed=cfg.seed, resize=cfg.resize)
+        data = take_subset(data, train=cfg.subset, val=cfg.val_subset, seed=cfg.seed)
     objectives = resolve_objectives(cfg.objectives)
     latency_model = resolve_latency_model(cfg, objectives, num_classes=data.num_classes)
     while True:

@@ -359,7 +359,7 @@ def test_calibration_recovers_known_coefficients():
     df = pd.DataFrame(
         {"arch": [str(s) for s in specs], "ms": [truth.predict_ms(s, SHAPE) for s in specs]}
     )
-    new, report = hw.calibrate(start, df)
+    new, report = hw.calibrate(start, df, method="roofline")
     assert new.name == "stm32f746-v2" and new.version == 2 and "stm32f746" in new.calibrated_from
     assert report["mape_before"] > 10 and report["mape_after"] < 0.1
     assert new.efficiency["conv"] == pytest.approx(0.35, rel=0.01)
@@ -371,7 +371,7 @@ def test_calibration_recovers_known_coefficients():
     assert new.layer_overhead_ms == pytest.approx(0.02, rel=0.01)
     assert new.network_overhead_ms == pytest.approx(0.05, rel=0.05)
     hw.profile_from_dict(json.loads(new.to_json()), label="new")  # still a valid profile
-    again, _ = hw.calibrate(new, df)
+    again, _ = hw.calibrate(new, df, method="roofline")
     assert again.name == "stm32f746-v3" and again.version == 3
 
 
