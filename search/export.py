@@ -28,6 +28,7 @@ import torch
 
 from compactnas.core.errors import ConfigError
 from compactnas.core.host import cpu_name
+from compactnas.search import export_edge as edge
 from compactnas.search.export_formats import (
     CALIBRATIONS,
     INPUT_NAME,
@@ -48,7 +49,8 @@ from compactnas.search.export_formats import (
 )
 from compactnas.search.pick import PICKS, pick_from_front
 
-FORMATS = ("onnx", "onnx-int8", "torchscript", "state-dict", "arch")
+FORMATS = ("onnx", "onnx-int8", "torchscript", "state-dict", "arch", *edge.EDGE_FORMATS)
+INT8_FORMATS = ("onnx-int8", *(f for f, e in edge.EDGE_FORMATS.items() if e.int8))
 # A float export counts as exact when no logit differs by more than this from PyTorch.
 FLOAT_TOLERANCE = 1e-4
 # An export whose activations are quantized (int8 ONNX; a trained ab8 model in any format) counts as
@@ -58,6 +60,8 @@ MIN_AGREEMENT = 0.98
 
 
 def file_name(fmt: str, trial: int) -> str:
+    if fmt in edge.EDGE_FORMATS:
+        return edge.file_name(fmt, trial)
     return {
         "onnx": f"trial_{trial}.onnx",
         "onnx-int8": f"trial_{trial}.int8.onnx",
@@ -200,9 +204,13 @@ def check_formats(arch: str, formats: Sequence[str]) -> None:
 
     spec = parse_arch(arch)
     low = reduced_bits(spec)
-    if "onnx-int8" in formats and low:
+    for fmt in formats:
+        if fmt in edge.EDGE_FORMATS:
+            edge.require(fmt)
+    int8 = [f for f in formats if f in INT8_FORMATS]
+    if int8 and low:
         raise ExportError(
-            "onnx-int8 cannot represent this architecture: it re-quantizes every layer to 8 bits with its "
+            f"{int8[0]} cannot represent this architecture: it re-quantizes every layer to 8 bits with its "
             f"own calibration, discarding the trained bit-widths of {', '.join(low)}; export 'onnx' or "
             "'torchscript', which keep the model's own quantization"
         )
@@ -395,6 +403,9 @@ def _export(
                 write_state_dict(
                     model, path, arch=arch, num_classes=data.num_classes, input_shape=shape
                 )
+            elif fmt in edge.EDGE_FORMATS:
+                calib = _calibration_set(data.train.x, cfg.calibration_samples, seed)
+                entry.update(edge.write_edge(fmt, deploy, shape, path, calib))
             files[fmt] = path
             if fmt != "arch":
                 entry.update(_verify(fmt, path, shape, data, reference, labels, cfg, quant_acts))
@@ -408,6 +419,7 @@ def _export(
                 print(f"  {fmt:<12} {path.name}  {entry['size_bytes']:,} bytes  {_short(entry)}")
 
     mlflow_info = _log_to_mlflow(cfg, out, summary, frozen, files, data, reference, model)
+    mlflow_info.update(edge.log_mlflow(cfg.mlflow, out, summary, frozen, files, entries))
     for fmt, info in mlflow_info.items():
         if fmt in entries:
             entries[fmt]["mlflow"] = info
@@ -474,7 +486,11 @@ def _verify(
     from compactnas.evaluators import measure_latency_ms
 
     loaded = load_exported(path)
-    if isinstance(loaded, OnnxModel):
+    if edge.is_edge_model(loaded):
+        outputs = loaded(data.test.x)
+        latency = loaded.latency_ms(shape, cfg.latency_min_run_time)
+        runtime = loaded.edge_runtime
+    elif isinstance(loaded, OnnxModel):
         outputs = loaded(data.test.x)
         latency = onnx_latency_ms(loaded.session, shape, min_run_time=cfg.latency_min_run_time)
         runtime = _onnxruntime_version()
@@ -485,7 +501,7 @@ def _verify(
         )
         runtime = f"torch {torch.__version__}" + (" (TorchScript)" if fmt == "torchscript" else "")
     a = compare(reference, outputs, labels)
-    if fmt == "onnx-int8" or quant_acts:
+    if fmt in INT8_FORMATS or quant_acts:
         rule, passed = f"top-1 agreement >= {MIN_AGREEMENT}", a.top1_agreement >= MIN_AGREEMENT
     else:
         rule, passed = f"max |diff| <= {FLOAT_TOLERANCE}", a.max_abs_diff <= FLOAT_TOLERANCE
@@ -696,7 +712,12 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"{cal['samples']} training images"
             + (" (chosen on the validation split)." if cal.get("selection") else ".")
         )
-    logged = {f: e["mlflow"]["model_uri"] for f, e in card["exports"].items() if "mlflow" in e}
+    lines += edge.card_lines(card["exports"])
+    logged = {
+        f: e["mlflow"].get("model_uri") or e["mlflow"].get("artifact")
+        for f, e in card["exports"].items()
+        if "mlflow" in e
+    }
     if logged:
         lines += ["", "MLflow models: " + ", ".join(f"{f} `{u}`" for f, u in logged.items()) + "."]
     if card.get("warnings"):
