@@ -26,7 +26,7 @@ from compactnas.search.early_stop import SuccessiveHalving
 from compactnas.search.objectives import Objective, resolve_objectives
 from compactnas.search.progress import Progress
 from compactnas.search.results import pareto_front, write_results
-from compactnas.search.tracking import Tracker, default_tracking_uri
+from compactnas.search.tracking import Tracker, default_tracking_uri, search_metrics
 from compactnas.spaces import ArchSpec, create_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -324,6 +324,7 @@ def _finish_parent(tracker: Tracker, parent_id: str, summary: dict, out: Path, s
                 "n_complete": summary["n_complete"],
                 "n_failed": summary["n_failed"],
                 "hypervolume": summary["hypervolume"],
+                **search_metrics(summary),
             },
         )
         for name in ("summary.json", "pareto.csv", "pareto.png", "trials.csv"):
