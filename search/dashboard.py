@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 from compactnas.core.errors import ConfigError
@@ -21,12 +22,13 @@ def serve_dashboard(out: str | Path, *, host: str = "127.0.0.1", port: int = 808
     folder = Path(out).expanduser().resolve()
     study, _, objectives = load_trials(folder)
     names = [o.metric for o in objectives]
-    if (
-        len(names) == len(study.directions)
-        and study.system_attrs.get("dashboard:objective_names") != names
-    ):
-        # Axis labels in the dashboard's plots instead of "Objective 0, 1, ...".
-        optuna_dashboard.set_objective_names(study, names)
+    if len(names) == len(study.directions):
+        try:  # axis labels in the dashboard's plots instead of "Objective 0, 1, ..."
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # set_metric_names is marked experimental
+                study.set_metric_names(names)
+        except Exception:  # noqa: BLE001 - a read-only store still serves, with generic labels
+            pass
     study_id = study._study_id  # the dashboard addresses studies by storage id
     print(
         f"optuna-dashboard for {folder}: open http://{host}:{port}/dashboard/studies/{study_id} "
