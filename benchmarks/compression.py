@@ -42,6 +42,11 @@ from compactnas.search.config import SearchConfig
 from compactnas.spaces import parse_arch
 from compactnas.spaces.layers import count_params, size_bytes
 
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent)
+)  # _results beside this file, however started
+from _results import Results  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "compression.json"
 SHAPE = (1, 8, 8)
@@ -80,6 +85,8 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+# One long function on purpose: the benchmark's numbered steps read top to bottom, each saving its
+# results as soon as they are measured.
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -99,7 +106,7 @@ def main() -> int:
     side_seeds = 3 if quick else 5
     t_start = time.time()
     data = load_data("digits", seed=0)
-    res: dict = {
+    res = Results(args.out, {
         "mode": "quick" if quick else "full",
         "data": {"name": "digits", "input_shape": list(data.input_shape), "train": len(data.train),
                  "val": len(data.val), "test": len(data.test)},
@@ -107,7 +114,7 @@ def main() -> int:
         "threads": args.threads,
         "host": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
                  "load_at_start": round(os.getloadavg()[0], 2)},
-    }  # fmt: skip
+    })  # fmt: skip
 
     # Teacher: trained once, then cached by data source, seed and model name.
     t0 = time.time()
@@ -153,6 +160,8 @@ def main() -> int:
         })  # fmt: skip
         ptq.append({"arch": arch, "fp32": stats(fp32), "int8_ptq": stats(int8),
                     "loss_points": 100 * (statistics.fmean(fp32) - statistics.fmean(int8))})  # fmt: skip
+        res["distillation"] = {"per_arch": dist}  # so far; completed below
+        res["int8"] = {"ptq": ptq}
         say(
             f"distill {arch[:40]}..: {statistics.fmean(arms['distilled']):.4f} vs {statistics.fmean(arms['baseline']):.4f}"
         )
@@ -221,6 +230,7 @@ def main() -> int:
             "ratio": res["teacher"]["size_bytes"] / nbytes, "test_accuracy": stats(accs),
             "loss_points": 100 * (res["teacher"]["test_accuracy"] - statistics.fmean(accs)),
         })  # fmt: skip
+        res["compression_ratio"] = {"models": ratios}  # so far; completed below
         say(
             f"winner {nbytes} B ({ratios[-1]['ratio']:.0f}x): loses {ratios[-1]['loss_points']:.2f} points"
         )
@@ -259,11 +269,9 @@ def main() -> int:
     }  # fmt: skip
     res["elapsed_s"] = round(time.time() - t_start, 1)
     res["host"]["load_at_end"] = round(os.getloadavg()[0], 2)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    res.finish()
     say(json.dumps(res["targets"], indent=2))
-    say(f"wrote {out} in {res['elapsed_s']:.0f} s")
+    say(f"wrote {res.path} in {res['elapsed_s']:.0f} s")
     return 0
 
 

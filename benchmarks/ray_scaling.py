@@ -14,9 +14,15 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent)
+)  # _results beside this file, however started
+from _results import Results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "ray_scaling.json"
 
@@ -49,44 +55,48 @@ def main(argv: list[str] | None = None) -> dict:
     trials = args.trials or 16
     epochs = args.epochs or (6 if args.quick else 15)
     base = dict(trials=trials, epochs=epochs, sampler="random", seed=0, device="rpi4")
+    res = Results(args.out, {
+        "benchmark": "ray_scaling",
+        "settings": {"trials": trials, "epochs": epochs, "sampler": "random", "device": "rpi4",
+                     "quick": args.quick},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "python": platform.python_version()},
+    })  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="cnas-ray-"))
-    runs = {}
+    runs: dict[str, dict] = {}
     try:
-        runs["local"] = _run(base, work / "local")
-        print(f"local: {runs['local']['wall_s']:.1f} s", flush=True)
-        for workers in (1, 2):
-            runs[f"ray_{workers}"] = _run(
-                {**base, "backend": "ray", "concurrency": workers}, work / f"ray{workers}"
-            )
-            print(f"ray x{workers}: {runs[f'ray_{workers}']['wall_s']:.1f} s", flush=True)
+        for name, extra in (
+            ("local", {}),
+            ("ray_1", {"backend": "ray", "concurrency": 1}),
+            ("ray_2", {"backend": "ray", "concurrency": 2}),
+        ):
+            runs[name] = _run({**base, **extra}, work / name)
+            res.update(_compare(runs, trials))  # each run saved before the next starts
+            print(f"{name}: {runs[name]['wall_s']:.1f} s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    same = runs["local"]["archs"] == runs["ray_1"]["archs"] == runs["ray_2"]["archs"]
-    result = {
-        "benchmark": "ray_scaling",
-        "settings": {
-            "trials": trials,
-            "epochs": epochs,
-            "sampler": "random",
-            "device": "rpi4",
-            "quick": args.quick,
-        },
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
-        "same_candidates_in_all_runs": same,
+    res.finish()
+    print(json.dumps({k: v for k, v in res.items() if k not in ("machine",)}, indent=2))
+    return dict(res)
+
+
+def _compare(runs: dict[str, dict], trials: int) -> dict:
+    """Wall times of the runs so far, and the ratios whose runs are both done."""
+    out: dict = {
         "wall_s": {k: round(v["wall_s"], 2) for k, v in runs.items()},
         "complete": {k: v["n_complete"] for k, v in runs.items()},
-        "speedup_2_workers_over_1": runs["ray_1"]["wall_s"] / runs["ray_2"]["wall_s"],
-        "speedup_2_workers_over_local": runs["local"]["wall_s"] / runs["ray_2"]["wall_s"],
-        "ray_overhead_per_trial_s": (runs["ray_1"]["wall_s"] - runs["local"]["wall_s"]) / trials,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k not in ("machine",)}, indent=2))
-    return result
+    if "ray_1" in runs:
+        out["ray_overhead_per_trial_s"] = (
+            runs["ray_1"]["wall_s"] - runs["local"]["wall_s"]
+        ) / trials
+    if "ray_2" in runs:
+        out["same_candidates_in_all_runs"] = (
+            runs["local"]["archs"] == runs["ray_1"]["archs"] == runs["ray_2"]["archs"]
+        )
+        out["speedup_2_workers_over_1"] = runs["ray_1"]["wall_s"] / runs["ray_2"]["wall_s"]
+        out["speedup_2_workers_over_local"] = runs["local"]["wall_s"] / runs["ray_2"]["wall_s"]
+    return out
 
 
 if __name__ == "__main__":

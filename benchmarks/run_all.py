@@ -19,7 +19,11 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="budgets for a 2-core machine")
     p.add_argument("--only", nargs="*", default=None, help="benchmark names (file stems) to run")
     args = p.parse_args()
-    scripts = sorted(s for s in HERE.glob("*.py") if s.name not in ("run_all.py", "report.py"))
+    # Modules starting with "_" are shared code, not benchmarks.
+    scripts = sorted(
+        s for s in HERE.glob("*.py")
+        if s.name not in ("run_all.py", "report.py") and not s.name.startswith("_")
+    )  # fmt: skip
     if args.only:
         scripts = [s for s in scripts if s.stem in args.only]
     failed = []

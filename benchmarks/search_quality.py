@@ -13,9 +13,11 @@ import argparse
 import json
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +25,11 @@ from compactnas.core.data import load_data
 from compactnas.search import SearchConfig, run_search
 from compactnas.search.objectives import resolve_objectives
 from compactnas.search.results import hypervolume, pareto_front, to_minimisation
+
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent)
+)  # _results beside this file, however started
+from _results import Results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "search_quality.json"
 
@@ -39,6 +46,14 @@ def main(argv: list[str] | None = None) -> dict:
     epochs = args.epochs or (6 if args.quick else 15)
     samplers = ("nsga2", "random")
     objectives = resolve_objectives(("accuracy", "latency", "size"))
+    res = Results(args.out, {
+        "benchmark": "search_quality",
+        "data": "digits",
+        "settings": {"trials": trials, "epochs": epochs, "seeds": args.seeds, "population": 8,
+                     "quick": args.quick},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "python": platform.python_version()},
+    })  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="cnas-bench-"))
     runs = []
     try:
@@ -67,14 +82,25 @@ def main(argv: list[str] | None = None) -> dict:
                         ),
                     }
                 )
+                # Every run so far, scored against one reference point, saved before the next starts.
+                res.update(summarise(runs, samplers, objectives))
                 print(
                     f"{sampler:>6} seed {seed}: {r.summary['n_complete']} complete in {elapsed:.0f} s",
                     flush=True,
                 )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    res.finish()
+    print(
+        json.dumps(
+            {k: res[k] for k in ("samplers", "hypervolume_ratio_nsga2_over_random")}, indent=2
+        )
+    )
+    return dict(res)
 
-    # One reference point for all runs.
+
+def summarise(runs: list[dict], samplers: tuple[str, ...], objectives: Any) -> dict:
+    """Hypervolumes of ``runs`` on one reference point (1.1 x the worst value seen in any of them)."""
     every = np.vstack([to_minimisation(r["complete"], objectives) for r in runs])
     ref = every.max(axis=0) * 1.1
     ref[0] = 1.0  # error
@@ -90,44 +116,27 @@ def main(argv: list[str] | None = None) -> dict:
     for s in samplers:
         hv = np.array([r["hypervolume"] for r in per_run if r["sampler"] == s])
         cpm = np.array([r["candidates_per_min"] for r in per_run if r["sampler"] == s])
-        stats[s] = {
-            "hypervolume_mean": float(hv.mean()),
-            "hypervolume_std": float(hv.std()),
-            "candidates_per_min_mean": float(cpm.mean()),
-        }
-    result = {
-        "benchmark": "search_quality",
-        "data": "digits",
-        "settings": {
-            "trials": trials,
-            "epochs": epochs,
-            "seeds": args.seeds,
-            "population": 8,
-            "quick": args.quick,
-        },
+        if len(hv):
+            stats[s] = {
+                "hypervolume_mean": float(hv.mean()),
+                "hypervolume_std": float(hv.std()),
+                "candidates_per_min_mean": float(cpm.mean()),
+            }
+    ratio = (
+        stats["nsga2"]["hypervolume_mean"] / stats["random"]["hypervolume_mean"]
+        if "nsga2" in stats and "random" in stats
+        else None
+    )
+    return {
         "reference_point": {
             "error": float(ref[0]),
             "latency_ms": float(ref[1]),
             "size_bytes": float(ref[2]),
         },
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "python": platform.python_version(),
-        },
         "samplers": stats,
-        "hypervolume_ratio_nsga2_over_random": stats["nsga2"]["hypervolume_mean"]
-        / stats["random"]["hypervolume_mean"],
+        "hypervolume_ratio_nsga2_over_random": ratio,
         "runs": per_run,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        json.dumps(
-            {k: result[k] for k in ("samplers", "hypervolume_ratio_nsga2_over_random")}, indent=2
-        )
-    )
-    return result
 
 
 if __name__ == "__main__":

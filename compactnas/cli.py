@@ -18,6 +18,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+# Long but flat: one add_argument per search setting, grouped as `compactnas search --help` shows them.
 def _search_parser(sub: Any) -> None:
     p = sub.add_parser(
         "search",
@@ -30,9 +31,21 @@ def _search_parser(sub: Any) -> None:
         "--config", metavar="FILE.yaml", help="YAML file with any of the settings below (flags win)"
     )
     g = p.add_argument_group("what to search")
-    g.add_argument("--space", default=S, help="search space: mobile (default) or squeeze")
+    g.add_argument("--space", default=S, help="search space: mobile (default), squeeze or nb201")
     g.add_argument(
-        "--data", default=S, help="digits (default), npz:PATH, folder:PATH or cifar10:PATH"
+        "--data",
+        default=S,
+        help="digits (default), npz:PATH, folder:PATH, cifar10:PATH or table:PATH (a CSV of measured "
+        "architectures: candidates are looked up, not trained)",
+    )
+    g.add_argument(
+        "--table-accuracy", default=S, metavar="COLUMN", help="table:PATH column holding accuracy"
+    )
+    g.add_argument(
+        "--table-latency",
+        default=S,
+        metavar="COLUMN",
+        help="table:PATH column holding measured latency (ms); replaces the device prediction",
     )
     g.add_argument(
         "--resize", type=int, default=S, metavar="PIXELS", help="resize images to PIXELS x PIXELS"
@@ -249,13 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Subcommands that live beside the code they drive; each module has add_parser(subparsers).
+# One module per command group, each with add_parser(subparsers); a new command adds one line here.
 _EXTENSIONS = (
-    "compactnas.hw_profiles.cli",
-    "compactnas.search.export_cmd",
-    "compactnas.search.teacher_cmd",
-    "compactnas.search.distill_cmd",
-    "compactnas.search.jobs_cmd",
+    "compactnas.cli_profile",
+    "compactnas.cli_export",
+    "compactnas.cli_teacher",
+    "compactnas.cli_distill",
+    "compactnas.cli_jobs",
     "compactnas.cli_dashboard",
 )
 

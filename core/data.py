@@ -5,6 +5,8 @@ Sources (``--data``):
     npz:PATH        arrays ``x`` (N,H,W or N,C,H,W or N,H,W,C; uint8 or float) and ``y`` (N,) integer labels
     folder:PATH     an image folder: one sub-folder per class holding image files
     cifar10:PATH    a local copy of CIFAR-10 (the python pickles, ``cifar-10-batches-py``)
+    table:PATH      a CSV of already measured architectures (``arch`` column plus metric columns, e.g.
+                    NAS-Bench-201 with device latencies): candidates are looked up, never trained
 
 Each is split once, stratified, by a fixed seed into train/val/test; ``npz`` may carry its own split
 as ``x_test``/``y_test`` and cifar10 uses its official test batch.
@@ -23,6 +25,8 @@ import torch.nn.functional as F
 from compactnas.core.errors import DataError
 
 _IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# The fewest examples of each class a split may hold: one cannot be both trained on and measured.
+MIN_PER_CLASS = 2
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,31 @@ def _split_indices(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> li
     return [np.sort(np.array(p, dtype=np.int64)) for p in parts]
 
 
+def _check_classes(name: str, ys: list[np.ndarray]) -> int:
+    """The number of classes, once every class has at least 2 examples in each of the three splits.
+
+    One class cannot be learned (every model scores 1.0); a class with 0 or 1 examples in a split cannot
+    be trained on, or measured, so the search would report numbers that mean nothing.
+    """
+    labels = np.concatenate(ys)
+    present = np.unique(labels)
+    if len(present) < 2:
+        raise DataError(
+            f"{name}: every example has label {int(present[0])}; classification needs at least 2 classes"
+        )
+    num_classes = int(present.max()) + 1
+    for split, y in zip(("training", "validation", "test"), ys, strict=True):
+        counts = np.bincount(y, minlength=num_classes)
+        low = int(np.argmin(counts))
+        if counts[low] < MIN_PER_CLASS:
+            raise DataError(
+                f"{name}: class {low} has {counts[low]} example(s) in the {split} split; every class "
+                f"0..{num_classes - 1} needs at least {MIN_PER_CLASS} in each of training, validation "
+                "and test (add examples of it, or remove it and number the classes without gaps)"
+            )
+    return num_classes
+
+
 def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
     if size is None or max(x.shape[-2:]) == size and x.shape[-2] == x.shape[-1]:
         return x
@@ -147,8 +176,8 @@ def _make(
         tr, va = _split_indices(y, (1 - val_fraction, val_fraction), seed)
         xs = [x[tr], x[va], test[0]]
         ys = [y[tr], y[va], test[1]]
+    num_classes = _check_classes(name, ys)
     xs, mean, std = _normalise(*xs)
-    num_classes = int(max(int(a.max()) for a in ys if len(a)) + 1)
     splits = [
         Split(
             _resize(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), resize),
@@ -156,8 +185,6 @@ def _make(
         )
         for a, b in zip(xs, ys, strict=True)
     ]
-    if any(len(s) == 0 for s in splits):
-        raise DataError(f"{name}: too few examples to make train, validation and test splits")
     return Dataset(
         name=name,
         train=splits[0],
@@ -298,14 +325,83 @@ def _cifar10(path: str, seed: int, resize: int | None) -> Dataset:
     )
 
 
-DATA_SOURCES = ("digits", "npz:PATH", "folder:PATH", "cifar10:PATH")
+@dataclass(frozen=True)
+class TableSource:
+    """A benchmark table standing in for a data set: the table evaluator reads candidates' metrics from it.
+
+    ``input_shape`` and ``num_classes`` are those the table's networks were measured at; they size the
+    layer list (parameters, MACs, device predictions) of every candidate.
+    """
+
+    name: str
+    frame: pd.DataFrame  # noqa: F821 - pandas is imported when a table is read
+    input_shape: tuple[int, int, int] = (3, 32, 32)
+    num_classes: int = 10
+
+    @property
+    def image_size(self) -> int:
+        return max(self.input_shape[1:])
+
+    def __getattr__(self, name: str):
+        # Commands that need images (training, distillation, verifying an export) end in one clear line.
+        if name in ("train", "val", "test", "classes", "mean", "std"):
+            raise DataError(f"{self.name} is a table of measured architectures: it has no images ({name})")
+        raise AttributeError(name)
 
 
-def load_data(source: str = "digits", *, seed: int = 0, resize: int | None = None) -> Dataset:
-    """Load a data set by source string (see the module docstring); errors are one-line DataErrors."""
+def _guess_classes(columns: list[str]) -> int:
+    # NAS-Bench-201's tables name their data set in the metric columns.
+    text = " ".join(columns).lower()
+    if "cifar100" in text:
+        return 100
+    if "imagenet16" in text:
+        return 120
+    return 10
+
+
+def _table(path: str, resize: int | None, num_classes: int | None) -> TableSource:
+    import pandas as pd
+
+    p = _existing(path, "table")
+    try:
+        frame = pd.read_csv(p)
+    except Exception as e:
+        raise DataError(f"table: cannot read {p} as CSV: {str(e).splitlines()[0]}") from None
+    if "arch" not in frame.columns:
+        raise DataError(
+            f"table: {p} needs an 'arch' column (found: {', '.join(map(str, frame.columns))})"
+        )
+    if frame.empty:
+        raise DataError(f"table: {p} holds no rows")
+    frame = frame.drop_duplicates("arch", keep="first").set_index("arch", drop=False)
+    size = resize or 32
+    return TableSource(
+        name=f"table:{p.name}",
+        frame=frame,
+        input_shape=(3, size, size),
+        num_classes=num_classes or _guess_classes([str(c) for c in frame.columns]),
+    )
+
+
+DATA_SOURCES = ("digits", "npz:PATH", "folder:PATH", "cifar10:PATH", "table:PATH")
+
+
+def load_data(
+    source: str = "digits",
+    *,
+    seed: int = 0,
+    resize: int | None = None,
+    num_classes: int | None = None,
+) -> Dataset | TableSource:
+    """Load a data set by source string (see the module docstring); errors are one-line DataErrors.
+
+    ``num_classes`` only applies to a table (its networks' classifier width; guessed from its columns).
+    """
     if resize is not None and not 4 <= resize <= 512:
         raise DataError(f"resize must be between 4 and 512 pixels, got {resize}")
     kind, _, path = source.partition(":")
+    if kind == "table":
+        return _table(path, resize, num_classes)
     if kind == "digits" and not path:
         return _digits(seed, resize)
     loaders = {"npz": _npz, "folder": _folder, "cifar10": _cifar10}

@@ -17,11 +17,13 @@ from compactnas.evaluators.compression import (
 from compactnas.evaluators.counting import count_macs, count_parameters
 from compactnas.evaluators.latency import measure_latency_ms
 from compactnas.evaluators.proxy import ProxyEvaluator
+from compactnas.evaluators.table import TableEvaluator
 from compactnas.evaluators.train import TrainConfig, accuracy, train
 
 _EVALUATORS: dict[str, Callable[..., Evaluator]] = {
     "proxy": ProxyEvaluator,
     "compress": CompressEvaluator,
+    "table": TableEvaluator,
 }
 
 
@@ -56,6 +58,7 @@ __all__ = [
     "Evaluator",
     "check_result",
     "ProxyEvaluator",
+    "TableEvaluator",
     "TrainConfig",
     "accuracy",
     "build_compressed_model",

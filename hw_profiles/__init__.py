@@ -30,7 +30,7 @@ from compactnas.hw_profiles.registry import (
     user_profile_dir,
 )
 from compactnas.hw_profiles.tables import build_table_profile
-from compactnas.hw_profiles.validate import validate
+from compactnas.hw_profiles.validate import predict, validate, validate_measurements
 
 __all__ = [
     "DeviceProfile",
@@ -50,6 +50,8 @@ __all__ = [
     "register_device",
     "unregister_device",
     "user_profile_dir",
+    "predict",
     "validate",
+    "validate_measurements",
     "write_profile",
 ]

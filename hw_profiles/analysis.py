@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from compactnas.hw_profiles.profile import OP_KINDS, PRECISIONS, DeviceProfile
+from compactnas.hw_profiles.profile import MEMORY_KINDS, OP_KINDS, PRECISIONS, DeviceProfile
 from compactnas.spaces.arch import ArchSpec, as_spec
 from compactnas.spaces.layers import Layer, arch_layers
 
@@ -69,24 +69,40 @@ def network_layers(
     return _layers(spec_of(spec), tuple(int(d) for d in input_shape), int(num_classes))
 
 
+KINDS = OP_KINDS + MEMORY_KINDS
+
+
+def layer_kind(layer: Layer) -> str:
+    """The cost kind: pointwise (1x1, ungrouped) convolutions apart from other convolutions."""
+    if layer.op == "conv" and layer.kernel == 1 and layer.groups == 1:
+        return "pwconv"
+    return layer.op if layer.op in KINDS else "mul"
+
+
 @dataclass(frozen=True, kw_only=True)
 class LayerTerms:
     """Arrays over a network's layers, the inputs of the roofline model (also what calibration fits)."""
 
     macs: np.ndarray
     bytes: np.ndarray
-    op: np.ndarray  # index into OP_KINDS, -1 for layers without MACs
+    kind: np.ndarray  # index into KINDS (compute kinds first)
     precision: np.ndarray  # index into PRECISIONS after the device's fallback
+    live: np.ndarray  # bool: survives dead-code elimination
+
+    @property
+    def compute(self) -> np.ndarray:
+        return self.kind < len(OP_KINDS)
 
 
 def layer_terms(profile: DeviceProfile, layers: tuple[Layer, ...]) -> LayerTerms:
     return LayerTerms(
         macs=np.array([layer.macs for layer in layers], dtype=float),
         bytes=np.array([layer_bytes(layer) for layer in layers], dtype=float),
-        op=np.array([OP_KINDS.index(layer.op) if layer.op in OP_KINDS else -1 for layer in layers]),
+        kind=np.array([KINDS.index(layer_kind(layer)) for layer in layers], dtype=int),
         precision=np.array(
             [PRECISIONS.index(profile.supported(layer_precision(layer))) for layer in layers]
         ),
+        live=np.array([layer.live for layer in layers], dtype=bool),
     )
 
 
@@ -94,24 +110,32 @@ def roofline_ms_terms(
     terms: LayerTerms,
     *,
     throughput: np.ndarray,  # MAC/s per PRECISIONS index (0 where unsupported)
-    efficiency: np.ndarray,  # per OP_KINDS index
+    efficiency: np.ndarray,  # per KINDS index
     bandwidth: float,
     layer_overhead_ms: float,
     network_overhead_ms: float,
+    combine: str = "max",
+    dead_code: bool = False,
 ) -> float:
-    has_macs = terms.op >= 0
-    rate = np.where(
-        has_macs, throughput[terms.precision] * efficiency[np.maximum(terms.op, 0)], 1.0
-    )
-    compute = np.where(has_macs, terms.macs / rate, 0.0)
-    memory = terms.bytes / bandwidth
-    per_layer = np.maximum(compute, memory) * 1e3 + layer_overhead_ms
+    comp = terms.compute
+    eff = efficiency[terms.kind]
+    rate = np.where(comp, throughput[terms.precision] * eff, 1.0)
+    compute = np.where(comp, terms.macs / rate, 0.0)
+    memory = terms.bytes / (bandwidth * np.where(comp, 1.0, eff))
+    both = compute + memory if combine == "sum" else np.maximum(compute, memory)
+    per_layer = both * 1e3 + layer_overhead_ms
+    if dead_code:
+        per_layer = per_layer[terms.live]
     return float(per_layer.sum() + network_overhead_ms)
 
 
 def profile_vectors(profile: DeviceProfile) -> tuple[np.ndarray, np.ndarray]:
     throughput = np.array([profile.throughput.get(p, 0.0) for p in PRECISIONS], dtype=float)
-    efficiency = np.array([profile.efficiency.get(k, 1.0) for k in OP_KINDS], dtype=float)
+    eff = profile.efficiency
+    # A profile without a pointwise figure runs 1x1 convolutions at its convolution efficiency.
+    efficiency = np.array(
+        [eff.get(k, eff.get("conv", 1.0) if k == "pwconv" else 1.0) for k in KINDS], dtype=float
+    )
     return throughput, efficiency
 
 
@@ -125,6 +149,8 @@ def roofline_ms(profile: DeviceProfile, layers: tuple[Layer, ...]) -> float:
         bandwidth=profile.bandwidth,
         layer_overhead_ms=profile.layer_overhead_ms,
         network_overhead_ms=profile.network_overhead_ms,
+        combine=profile.combine,
+        dead_code=profile.dead_code,
     )
 
 

@@ -21,6 +21,7 @@ from scipy.optimize import least_squares
 
 from compactnas.core.errors import CompactnasError, ConfigError, DataError
 from compactnas.hw_profiles import analysis
+from compactnas.hw_profiles.fit_linear import fit_linear
 from compactnas.hw_profiles.models import create_latency_model
 from compactnas.hw_profiles.profile import OP_KINDS, PRECISIONS, DeviceProfile
 from compactnas.hw_profiles.registry import load_profile
@@ -88,10 +89,14 @@ def _fit_roofline(
     net = np.concatenate([np.full(len(t.macs), i) for i, t in enumerate(terms)])
     macs = np.concatenate([t.macs for t in terms])
     nbytes = np.concatenate([t.bytes for t in terms])
-    op = np.concatenate([t.op for t in terms])
+    kind = np.concatenate([t.kind for t in terms])
     prec = np.concatenate([t.precision for t in terms])
-    n_layers = np.bincount(net, minlength=len(specs)).astype(float)
-    has_macs = op >= 0
+    keep = (
+        np.concatenate([t.live for t in terms]) if profile.dead_code else np.ones(len(kind), bool)
+    )
+    n_layers = np.bincount(net[keep], minlength=len(specs)).astype(float)
+    has_macs = kind < len(OP_KINDS)
+    op = np.where(has_macs, kind, -1)
 
     ops = [k for i, k in enumerate(OP_KINDS) if np.any(op == i)]
     used = sorted({int(p) for p in prec[has_macs]})
@@ -125,8 +130,11 @@ def _fit_roofline(
 
     def predict(x: np.ndarray) -> np.ndarray:
         eff, tp, bw, o_layer, o_net = unpack(x)
-        rate = np.where(has_macs, tp[prec] * eff[np.maximum(op, 0)], 1.0)
-        per_layer = np.maximum(np.where(has_macs, macs / rate, 0.0), nbytes / bw) * 1e3
+        rate = np.where(has_macs, tp[prec] * eff[kind], 1.0)
+        compute = np.where(has_macs, macs / rate, 0.0)
+        memory = nbytes / (bw * np.where(has_macs, 1.0, eff[kind]))
+        both = compute + memory if profile.combine == "sum" else np.maximum(compute, memory)
+        per_layer = np.where(keep, both * 1e3, 0.0)
         return (
             np.bincount(net, weights=per_layer, minlength=len(specs)) + n_layers * o_layer + o_net
         )
@@ -195,8 +203,16 @@ def calibrate(
     *,
     input_shape: tuple[int, int, int] = (1, 8, 8),
     num_classes: int = 10,
+    method: str = "linear",
 ) -> tuple[DeviceProfile, dict[str, Any]]:
-    """A new profile version fitted to the measurements, and a report with MAPE before and after."""
+    """A new profile version fitted to the measurements, and a report with MAPE before and after.
+
+    ``method`` for an analytic profile: ``linear`` (hw_profiles/fit_linear.py: per-kind costs that add
+    up, a handful of coefficients, regularised towards the base; what 10-20 measurements support) or
+    ``roofline`` (the base's own max(compute, memory) form, every coefficient free; needs more data).
+    """
+    if method not in ("linear", "roofline"):
+        raise ConfigError(f"unknown calibration method '{method}' (use linear or roofline)")
     profile = load_profile(profile)
     specs, y, label = read_measurements(measurements_csv)
     shape = tuple(int(d) for d in input_shape)
@@ -204,6 +220,8 @@ def calibrate(
     before = np.array([old_model.predict_ms(s, shape, num_classes=num_classes) for s in specs])
     if profile.model == "table":
         fitted, details = _fit_table(profile, specs, y, shape)
+    elif method == "linear":
+        fitted, details = fit_linear(profile, specs, y, shape, num_classes)
     else:
         fitted, details = _fit_roofline(profile, specs, y, shape, num_classes)
     name, version = _next_version(profile)
@@ -217,6 +235,9 @@ def calibrate(
     sources = dict(fitted.sources)
     for field in details["coefficients"]:
         if not field.startswith("measurement."):
+            sources[field.removeprefix("1/")] = note
+    if details.get("method") == "linear":
+        for field in ("efficiency", "throughput", "bandwidth", "combine", "dead_code"):
             sources[field] = note
     fitted = replace(
         fitted,

@@ -129,6 +129,8 @@ class RooflineModel(LatencyModel):
             bandwidth=self.profile.bandwidth,
             layer_overhead_ms=self.profile.layer_overhead_ms,
             network_overhead_ms=self.profile.network_overhead_ms,
+            combine=self.profile.combine,
+            dead_code=self.profile.dead_code,
         )
 
 

@@ -20,13 +20,16 @@ from compactnas.core.errors import ConfigError
 KINDS = ("cpu", "gpu", "mcu", "npu")
 MODELS = ("roofline", "table")
 PRECISIONS = ("int4", "int8", "fp16", "fp32")  # lowest first: the fallback order
-OP_KINDS = ("conv", "dwconv", "linear")
+OP_KINDS = ("conv", "pwconv", "dwconv", "linear")  # compute-bound: efficiency = share of peak MAC/s
+# Memory-bound operators: efficiency = achieved share of ``bandwidth`` (may exceed 1 where caches help).
+MEMORY_KINDS = ("pool", "add", "zero", "bn", "gap", "mul")
+COMBINES = ("max", "sum")
 BACKENDS = ("torch", "onnxruntime")
 _MEMORY_KEYS = ("sram_kb", "flash_kb", "runtime_sram_kb", "code_flash_kb")
 _TOP_KEYS = {
     "name", "kind", "model", "version", "description", "throughput", "bandwidth", "layer_overhead_ms",
     "network_overhead_ms", "efficiency", "memory", "energy", "sources", "table", "measurement",
-    "calibrated_from",
+    "calibrated_from", "combine", "dead_code",
 }  # fmt: skip
 
 
@@ -88,6 +91,11 @@ class DeviceProfile:
     table: Mapping[str, float] | None = None
     measurement: Measurement | None = None
     calibrated_from: str | None = None
+    # How a layer's compute and memory times combine: the roofline's max, or their sum (what a fit from
+    # few measurements uses: linear in its coefficients).
+    combine: str = "max"
+    # The runtime drops operators whose results never reach the output (graph dead-code elimination).
+    dead_code: bool = False
 
     def supported(self, precision: str) -> str:
         """The precision a layer actually runs at: the requested one or the next higher supported one."""
@@ -114,6 +122,10 @@ class DeviceProfile:
         out["network_overhead_ms"] = self.network_overhead_ms
         if self.efficiency:
             out["efficiency"] = dict(self.efficiency)
+        if self.combine != "max":
+            out["combine"] = self.combine
+        if self.dead_code:
+            out["dead_code"] = True
         if self.memory is not None:
             out["memory"] = {k: getattr(self.memory, k) for k in _MEMORY_KEYS}
         if self.energy is not None:
@@ -262,10 +274,16 @@ def profile_from_dict(doc: Any, *, label: str) -> DeviceProfile:
     efficiency: dict[str, float] = {}
     if "efficiency" in doc:
         eff = c.mapping(doc["efficiency"], "efficiency")
-        c.unknown(eff, OP_KINDS, "efficiency.")
+        c.unknown(eff, OP_KINDS + MEMORY_KINDS, "efficiency.")
         for k in OP_KINDS:
             if k in eff:
                 efficiency[k] = c.number(eff, k, f"efficiency.{k}", positive=True, at_most=1.0)
+        for k in MEMORY_KINDS:
+            if k in eff:
+                efficiency[k] = c.number(eff, k, f"efficiency.{k}", positive=True)
+    dead_code = doc.get("dead_code", False)
+    if not isinstance(dead_code, bool):
+        c.fail("dead_code", "must be true or false")
 
     memory = None
     if "memory" in doc:
@@ -366,6 +384,8 @@ def profile_from_dict(doc: Any, *, label: str) -> DeviceProfile:
         table=table,
         measurement=measurement,
         calibrated_from=c.text(doc, "calibrated_from", "calibrated_from", required=False) or None,
+        combine=c.choice(doc, "combine", "combine", COMBINES, default="max"),
+        dead_code=dead_code,
     )
 
 

@@ -14,6 +14,8 @@ from compactnas.core.errors import ConfigError, RegistryError
 from compactnas.hw_profiles.profile import DeviceProfile, profile_from_json, read_profile
 
 _REGISTERED: dict[str, DeviceProfile | Path] = {}
+# A board's name alone means its default runtime (microcontroller profiles are per board and runtime).
+ALIASES = {"stm32f746": "stm32f746-tflm"}
 
 
 def user_profile_dir() -> Path:
@@ -37,7 +39,7 @@ def _user() -> dict[str, Path]:
 
 
 def list_devices() -> list[str]:
-    return sorted(set(_REGISTERED) | set(_user()) | set(_packaged()))
+    return sorted(set(_REGISTERED) | set(_user()) | set(_packaged()) | set(ALIASES))
 
 
 def register_device(name: str, path_or_profile: str | os.PathLike | DeviceProfile) -> None:
@@ -89,6 +91,13 @@ def load_profile(name_or_path: str | os.PathLike | DeviceProfile) -> DeviceProfi
     if name in user:
         return _checked(read_profile(user[name]), name, str(user[name]))
     packaged = _packaged()
+    if name in ALIASES and name not in packaged:
+        from dataclasses import replace
+
+        target = load_profile(ALIASES[name])
+        return replace(
+            target, name=name, description=f"{target.description} (alias of {target.name})"
+        )
     if name in packaged:
         label = f"{name}.json"
         return _checked(

@@ -119,3 +119,80 @@ def validate(
             "ranking is meaningful"
         )
     return out
+
+
+def validate_measurements(
+    profile_or_name: DeviceProfile | str | LatencyModel,
+    measurements: Any,
+    *,
+    input_shape: tuple[int, int, int] = (1, 8, 8),
+    num_classes: int = 10,
+) -> dict[str, Any]:
+    """Scores of a profile's predictions against measurements a user brings (CSV ``arch,ms``), beside
+    MACs turned into milliseconds by one least-squares scale fitted on the same rows."""
+    from compactnas.hw_profiles.calibrate import read_measurements
+
+    model = (
+        profile_or_name
+        if isinstance(profile_or_name, LatencyModel)
+        else create_latency_model(load_profile(profile_or_name), num_classes=num_classes)
+    )
+    specs, measured, label = read_measurements(measurements)
+    if len(specs) < 3:
+        raise ConfigError(f"validation needs at least 3 measurements, '{label}' has {len(specs)}")
+    shape = tuple(int(d) for d in input_shape)
+    predicted = np.array([model.predict_ms(s, shape, num_classes=num_classes) for s in specs])
+    macs = np.array([count_macs(s, shape, num_classes) for s in specs], dtype=float)
+    scale = float(macs @ measured / (macs @ macs))
+    return {
+        "profile": model.profile.name,
+        "measurements": label,
+        "n": len(specs),
+        "input_shape": list(shape),
+        "num_classes": num_classes,
+        "model": scores(predicted, measured),
+        "macs": {
+            **scores(macs * scale, measured),
+            "scale_ms_per_mmac": scale * 1e6,
+            "note": "MACs x one scale factor fitted by least squares on these same measurements",
+        },
+        "rows": [
+            {
+                "arch": format_arch(s),
+                "measured_ms": float(y),
+                "predicted_ms": float(p),
+                "macs": int(c),
+            }
+            for s, y, p, c in zip(specs, measured, predicted, macs, strict=True)
+        ],
+    }
+
+
+def predict(
+    profile_or_name: DeviceProfile | str | LatencyModel,
+    arch: Any,
+    *,
+    input_shape: tuple[int, int, int] = (1, 8, 8),
+    num_classes: int = 10,
+) -> dict[str, Any]:
+    """One architecture's predicted latency, and energy, peak SRAM and flash where the profile knows them."""
+    from compactnas.spaces.arch import as_spec
+
+    model = (
+        profile_or_name
+        if isinstance(profile_or_name, LatencyModel)
+        else create_latency_model(load_profile(profile_or_name), num_classes=num_classes)
+    )
+    spec = as_spec(arch)
+    shape = tuple(int(d) for d in input_shape)
+    out: dict[str, Any] = {
+        "profile": model.profile.name,
+        "arch": format_arch(spec),
+        "input_shape": list(shape),
+        "latency_ms": model.predict_ms(spec, shape, num_classes=num_classes),
+    }
+    for key in ("energy_mj", "peak_sram_kb", "flash_kb"):
+        value = getattr(model, key)(spec, shape, num_classes=num_classes)
+        if value is not None:
+            out[key] = float(value)
+    return out

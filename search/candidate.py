@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from compactnas.core.data import Dataset
+from compactnas.core.data import Dataset, TableSource
 from compactnas.evaluators import (
     CompressEvaluator,
     ProxyEvaluator,
@@ -124,6 +124,13 @@ def evaluate_candidate(
     Raises TrialDiverged (non-finite loss) or any error of the model itself; the caller records the
     trial as failed and the search goes on.
     """
+    # Table data source: looked up, not trained (search/table_candidate.py).
+    if isinstance(data, TableSource):
+        from compactnas.search.table_candidate import evaluate_table_candidate
+
+        return evaluate_table_candidate(
+            spec, data, cfg, latency_model=latency_model, on_static=on_static
+        )
     torch.manual_seed(cfg.seed * 100_003 + trial_number)
     model = create_model(spec, num_classes=data.num_classes, in_chans=data.input_shape[0])
     # A pruned candidate is counted and timed at its pruned shapes (untrained weights time the same).

@@ -24,6 +24,9 @@ class SearchConfig:
     data: str = "digits"
     resize: int | None = None
     compress: bool = False
+    # Table data source (data "table:PATH"): the columns the table evaluator reads
+    table_accuracy: str | None = None
+    table_latency: str | None = None
     # How to score and search
     objectives: tuple[str, ...] = ("accuracy", "latency", "size")
     trials: int = 30
@@ -107,6 +110,10 @@ class SearchConfig:
             v = getattr(self, name)
             if v is not None and not (v > 0 and math.isfinite(v)):
                 raise ConfigError(f"{name} must be a positive number, got {v}")
+        if (self.table_accuracy or self.table_latency) and not self.data.startswith("table:"):
+            raise ConfigError("--table-accuracy/--table-latency need a table data source (table:PATH)")
+        if self.data.startswith("table:") and not self.table_accuracy:
+            raise ConfigError("a table data source needs --table-accuracy COLUMN")
         if not self.study_name or not self.out:
             raise ConfigError("study_name and out must not be empty")
 
@@ -145,7 +152,7 @@ def _coerce(name: str, value: Any) -> Any:
         expected = float
     if name in ("cpus_per_trial", "gpus_per_trial"):
         expected = float
-    if name in ("device", "tracking_uri", "address"):
+    if name in ("device", "tracking_uri", "address", "table_accuracy", "table_latency"):
         expected = str
     if expected is bool:
         if not isinstance(value, bool):

@@ -79,11 +79,25 @@ RUNTIME_FORMATS = {
     "tinyengine": "tflite-int8",
     "stm32cube.ai": "tflite-int8",
     "x-cube-ai": "tflite-int8",
+    "cubeai": "tflite-int8",
     "cmsis-nn": "tflite-int8",
+    "cmsisnn": "tflite-int8",
     "litert": "tflite",
     "tflite": "tflite",
     "executorch": "executorch",
     "onnxruntime": "onnx",
+}
+
+
+RUNTIME_NAMES = {
+    "tflite-micro": "TF Lite Micro",
+    "tflm": "TF Lite Micro",
+    "tinyengine": "TinyEngine",
+    "stm32cube.ai": "STM32Cube.AI",
+    "x-cube-ai": "STM32Cube.AI",
+    "cubeai": "STM32Cube.AI",
+    "cmsis-nn": "CMSIS-NN (TF Lite Micro kernels)",
+    "cmsisnn": "CMSIS-NN (TF Lite Micro kernels)",
 }
 
 
@@ -184,7 +198,7 @@ def format_for_device(device: str) -> tuple[str, str] | None:
     names += [r for r in RUNTIME_FORMATS if r in text]
     for name in names:
         if name in RUNTIME_FORMATS:
-            return RUNTIME_FORMATS[name], runtime or name
+            return RUNTIME_FORMATS[name], RUNTIME_NAMES.get(name, runtime or name)
     return None
 
 
@@ -268,3 +282,13 @@ def formats_for_device(device: str) -> tuple[tuple[str, ...], str]:
         return ("onnx",), f"device '{device}' names no runtime; exporting onnx"
     fmt, runtime = found
     return (fmt,), f"device '{device}' runs {runtime}: exporting {fmt}"
+
+
+def is_int8(fmt: str) -> bool:
+    return fmt in EDGE_FORMATS and EDGE_FORMATS[fmt].int8
+
+
+def calibration_images(x: torch.Tensor, n: int, seed: int) -> np.ndarray:
+    """``n`` training images drawn with the search's seed (all of them when there are fewer)."""
+    idx = np.sort(np.random.default_rng(seed).permutation(len(x))[: min(n, len(x))])
+    return x[idx].numpy()

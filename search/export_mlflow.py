@@ -110,3 +110,43 @@ def log_exports(
                 "tracking_uri": tracking_uri,
             }
     return logged
+
+
+def log_trial_exports(
+    out: Path,
+    summary: dict[str, Any],
+    frozen: Any,
+    files: dict[str, Path],
+    data: Any,
+    reference: np.ndarray,
+    model: Any,
+) -> dict[str, Any]:
+    """Log a trial's exports on its own MLflow run; returns format -> info, or {'error': message}."""
+    from compactnas.search.export_formats import load_exported
+
+    loggable = {f: p for f, p in files.items() if f in MODEL_NAMES}
+    if not loggable:
+        return {}
+    run_id = frozen.user_attrs.get("mlflow_run_id")
+    uri = resolve_tracking_uri(summary.get("mlflow", {}).get("tracking_uri"), out)
+    if not run_id or not uri:
+        return {"error": "the trial has no MLflow run to log the export to"}
+    torch_models: dict[str, Any] = {}
+    if "torchscript" in loggable:
+        torch_models["torchscript"] = load_exported(loggable["torchscript"])
+    if "state-dict" in loggable:
+        torch_models["state-dict"] = model
+    n = min(8, len(data.test.x))
+    try:
+        return log_exports(
+            tracking_uri=uri,
+            run_id=run_id,
+            exports=loggable,
+            example=data.test.x[:n].numpy(),
+            outputs=reference[:n],
+            torch_models=torch_models,
+        )
+    except Exception as e:  # noqa: BLE001 - the exports on disk stand; the card says what failed
+        return {
+            "error": f"could not log to {uri}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        }

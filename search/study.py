@@ -18,7 +18,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from compactnas.core.data import Dataset, load_data
+from compactnas.core.data import Dataset, TableSource, load_data
 from compactnas.core.errors import ConfigError, TrialDiverged
 from compactnas.search.candidate import Infeasible, evaluate_candidate
 from compactnas.search.config import SearchConfig
@@ -215,6 +215,10 @@ def run_search(
     resolve_latency_model(cfg, objectives)  # an unknown device fails before data are loaded
     data = data if data is not None else load_data(cfg.data, seed=cfg.seed, resize=cfg.resize)
     latency_model = resolve_latency_model(cfg, objectives, num_classes=data.num_classes)
+    if isinstance(data, TableSource):  # table data source: its columns are checked before any trial
+        from compactnas.search.table_candidate import check_table
+
+        check_table(cfg, data)
     space = create_space(cfg.space, image_size=data.image_size, compress=cfg.compress)
     out = cfg.out_dir
     try:

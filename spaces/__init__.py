@@ -1,6 +1,7 @@
 """Search spaces, the architecture-string grammar and model building."""
 
 from compactnas.spaces import mobile as _mobile  # noqa: F401  (registers 'mobile')
+from compactnas.spaces import nb201 as _nb201  # noqa: F401  (registers 'nb201')
 from compactnas.spaces import squeeze as _squeeze  # noqa: F401  (registers 'squeeze')
 from compactnas.spaces.arch import (
     ArchSpec,

@@ -12,6 +12,12 @@ one canonical order, so that ``format_arch(parse_arch(s)) == s`` holds for every
     ir    r k s e c [se]   [pr wb ab]
     fire  r s q c          [pr wb ab]      q = squeeze channels; c = expand 1x1 + expand 3x3 channels
     head  c                [wb ab]         c0 = no 1x1 head convolution
+    cell  r c o                            a NAS-Bench-201 cell; o = its six edge operators as digits
+    res   r s c                            a ResNet basic block (NAS-Bench-201's reduction block)
+
+A ``cell`` stage's ``o`` lists the operator of each edge in NAS-Bench-201's order (1<-0, 2<-0, 2<-1,
+3<-0, 3<-1, 3<-2), one digit per edge: 0 none, 1 skip_connect, 2 nor_conv_1x1, 3 nor_conv_3x3,
+4 avg_pool_3x3 (spaces/nb201.py; NAS-Bench-201's own notation ``|op~0|+|...|`` is read too).
 
 Compression keys: ``pr`` structured pruning ratio of the stage's hidden channels (an ir block's expanded
 channels, a fire block's squeeze channels; ds blocks have none), ``wb`` weight bits,
@@ -26,7 +32,9 @@ from dataclasses import dataclass, field, replace
 
 from compactnas.core.errors import ArchStringError
 
-BLOCK_KINDS = ("ds", "ir", "fire")
+BLOCK_KINDS = ("ds", "ir", "fire", "cell", "res")
+CELL_EDGES = 6
+CELL_OPS = 5  # digits 0..4 of a cell's ``o`` key
 WEIGHT_BITS = (2, 4, 8, 32)
 ACT_BITS = (8, 32)
 _MAX_CHANNELS = 4096
@@ -63,6 +71,7 @@ class BlockSpec:
     prune: float = 0.0
     wbits: int = 32
     abits: int = 32
+    ops: str = ""  # a cell's edge operators, one digit per edge (see the module docstring)
 
     @property
     def compressed(self) -> bool:
@@ -118,6 +127,8 @@ _KEYS: dict[str, tuple[tuple[str, type, bool], ...]] = {
         ("pr", float, False), ("wb", int, False), ("ab", int, False),
     ),
     "head": (("c", int, True), ("wb", int, False), ("ab", int, False)),
+    "cell": (("r", int, True), ("c", int, True), ("o", str, True)),
+    "res": (("r", int, True), ("s", int, True), ("c", int, True)),
 }  # fmt: skip
 _KEYS["ir"] = _KEYS["ds"]
 _DEFAULTS = {"se": 0.0, "pr": 0.0, "wb": 32, "ab": 32}
@@ -158,6 +169,10 @@ def _parse_segment(seg: str, where: str) -> tuple[str, dict[str, float]]:
             )
         pos = idx + 1
         typ = spec[idx][1]
+        if typ is str:
+            # Digit codes keep their leading zeros, so they are text, not numbers.
+            values[key] = text  # type: ignore[assignment]
+            continue
         if typ is int and "." in text:
             raise ArchStringError(
                 f"bad token '{tok}' in '{seg}' {where}: '{key}' takes a whole number"
@@ -206,6 +221,12 @@ def parse_arch(text: str) -> ArchSpec:
         raise ArchStringError("empty architecture string")
     if text != text.strip():
         raise ArchStringError("architecture string has leading or trailing whitespace")
+    if text.startswith("|"):
+        from compactnas.spaces.nb201 import (
+            parse_nb201_string,  # the cell space builds on this module
+        )
+
+        return parse_nb201_string(text)
     segs = text.split("-")
     if len(segs) < 3:
         raise ArchStringError(
@@ -247,6 +268,9 @@ def parse_arch(text: str) -> ArchSpec:
             head = HeadSpec(channels=int(v["c"]), wbits=wb, abits=ab)
         else:
             _check(1 <= v["r"] <= 16, seg, where, "repeats must be 1..16")
+            if kind in ("cell", "res"):
+                stages.append(_cell_or_res(kind, v, seg, where))
+                continue
             _check(v["s"] in (1, 2), seg, where, "stride must be 1 or 2")
             pr = float(v.get("pr", 0.0))
             _check(
@@ -290,6 +314,21 @@ def parse_arch(text: str) -> ArchSpec:
     return ArchSpec(stem=stem, stages=tuple(stages), head=head)
 
 
+def _cell_or_res(kind: str, v: dict, seg: str, where: str) -> BlockSpec:
+    c = _channels(v["c"], seg, where)
+    if kind == "res":
+        _check(v["s"] in (1, 2), seg, where, "stride must be 1 or 2")
+        return BlockSpec(kind="res", repeats=int(v["r"]), stride=int(v["s"]), channels=c)
+    ops = str(v["o"])
+    _check(
+        len(ops) == CELL_EDGES and all(ch in "01234"[:CELL_OPS] for ch in ops),
+        seg,
+        where,
+        f"o{ops}: a cell needs {CELL_EDGES} edge operators, each a digit 0..{CELL_OPS - 1}",
+    )
+    return BlockSpec(kind="cell", repeats=int(v["r"]), channels=c, ops=ops)
+
+
 def _compression(prune: float | None, wbits: int, abits: int) -> list[str]:
     out = []
     if prune:
@@ -303,6 +342,10 @@ def _compression(prune: float | None, wbits: int, abits: int) -> list[str]:
 
 def format_stage(b: BlockSpec, *, compression: bool = True) -> str:
     """One stage's segment; ``compression=False`` drops pr/wb/ab (what timm and latency tables see)."""
+    if b.kind == "cell":
+        return f"cell_r{b.repeats}_c{b.channels}_o{b.ops}"
+    if b.kind == "res":
+        return f"res_r{b.repeats}_s{b.stride}_c{b.channels}"
     if b.kind == "fire":
         toks = ["fire", f"r{b.repeats}", f"s{b.stride}", f"q{b.squeeze}", f"c{b.channels}"]
     else:

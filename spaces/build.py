@@ -8,6 +8,7 @@ from timm.models._efficientnet_builder import EfficientNetBuilder, decode_arch_d
 from torch import nn
 
 from compactnas.spaces.arch import ArchSpec, BlockSpec, as_spec, format_stage
+from compactnas.spaces.cells import build_cell_stage
 
 
 def _conv_bn_act(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
@@ -55,6 +56,8 @@ def _timm_stage(block: BlockSpec, in_chs: int) -> nn.Sequential:
 
 
 def build_stage(block: BlockSpec, in_chs: int) -> nn.Sequential:
+    if block.kind in ("cell", "res"):
+        return build_cell_stage(block, in_chs)
     if block.kind == "fire":
         layers = [
             Fire(
@@ -70,7 +73,11 @@ def build_stage(block: BlockSpec, in_chs: int) -> nn.Sequential:
 
 
 class CompactNet(nn.Module):
-    """stem -> stages -> optional 1x1 head conv -> global average pool -> dropout -> linear."""
+    """stem -> stages -> optional 1x1 head conv -> global average pool -> dropout -> linear.
+
+    Networks of NAS-Bench-201 cells follow its skeleton: a stem of conv and batch norm only (the cells'
+    edges start with their own ReLU), and batch norm and ReLU after the last cell, whose output is a sum.
+    """
 
     def __init__(self, spec: ArchSpec, *, num_classes: int, in_chans: int, drop_rate: float = 0.0):
         super().__init__()
@@ -78,11 +85,16 @@ class CompactNet(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.stem = _conv_bn_act(in_chans, spec.stem.channels, spec.stem.kernel, spec.stem.stride)
+        if spec.stages and spec.stages[0].kind == "cell":
+            self.stem = self.stem[:2]
         stages, chs = [], spec.stem.channels
         for block in spec.stages:
             stages.append(build_stage(block, chs))
             chs = block.channels
         self.stages = nn.Sequential(*stages)
+        self.lastact = nn.Identity()
+        if spec.stages and spec.stages[-1].kind == "cell":
+            self.lastact = nn.Sequential(nn.BatchNorm2d(chs), nn.ReLU(inplace=True))
         if spec.head.channels > 0:
             self.head = _conv_bn_act(chs, spec.head.channels, 1)
             chs = spec.head.channels
@@ -94,7 +106,7 @@ class CompactNet(nn.Module):
         self.classifier = nn.Linear(chs, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stages(self.stem(x)))
+        return self.head(self.lastact(self.stages(self.stem(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.forward_features(x)).flatten(1)

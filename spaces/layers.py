@@ -9,14 +9,16 @@ folds them into it) and counted in ``params`` as their affine weight and bias.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from compactnas.spaces.arch import ArchSpec, BlockSpec, as_spec
+from compactnas.spaces.cells import cell_layers, cut_off, res_layers
 
 
 @dataclass(frozen=True, kw_only=True)
 class Layer:
-    """One operator. ``op`` is conv, dwconv, linear, pool, gap, add or mul (SE gating)."""
+    """One operator. ``op`` is conv, dwconv, linear, pool, gap, add, mul (SE gating), zero (a cell's
+    ``none`` edge) or bn (a batch norm and ReLU of its own: NAS-Bench-201's last activation)."""
 
     name: str
     op: str
@@ -34,6 +36,7 @@ class Layer:
     wbits: int = 32
     abits: int = 32
     stage: int = -1  # -1 stem, -2 head/classifier
+    live: bool = True  # its result reaches the output (what survives graph dead-code elimination)
 
     @property
     def params(self) -> int:
@@ -95,7 +98,7 @@ def hidden_channels(block: BlockSpec, in_chs: int) -> tuple[int, int]:
     return dense, (pruned(dense, block.prune) if block.kind != "ds" else dense)
 
 
-def _conv(
+def conv_layer(
     name, cin, cout, k, s, h, w, *, groups=1, bn=True, bias=False, wb=32, ab=32, stage=-1
 ) -> Layer:
     ho, wo = _out(h, k, s), _out(w, k, s)
@@ -107,6 +110,9 @@ def _conv(
     )  # fmt: skip
 
 
+_conv = conv_layer
+
+
 def _block_layers(
     b: BlockSpec, i: int, j: int, cin: int, stride: int, h: int, w: int
 ) -> list[Layer]:
@@ -114,6 +120,10 @@ def _block_layers(
     p = f"stages.{i}.{j}"
     out: list[Layer] = []
     _, hid = hidden_channels(b, cin)
+    if b.kind == "cell":
+        return cell_layers(b, p, cin, h, w, st)
+    if b.kind == "res":
+        return res_layers(cin, b.channels, stride, p, h, w, st)
     if b.kind == "fire":
         if stride > 1:
             out.append(Layer(name=f"{p}.pool", op="pool", cin=cin, cout=cin, kernel=3, stride=stride,
@@ -220,14 +230,20 @@ def arch_layers(
         _conv("stem", cin, s.channels, s.kernel, s.stride, h, w, wb=s.wbits, ab=s.abits, stage=-1)
     ]
     h, w, c = layers[0].hout, layers[0].wout, s.channels
+    constant_until = 0  # layers before a cell cut off from its input never reach the output
     for i, b in enumerate(spec.stages):
         for j in range(b.repeats):
             stride = b.stride if j == 0 else 1
             bl = _block_layers(b, i, j, c, stride, h, w)
+            if b.kind == "cell" and cut_off(b.ops):
+                constant_until = len(layers)
             layers += bl
             last = bl[-1]
             h, w, c = last.hout, last.wout, b.channels
     hd = spec.head
+    if spec.stages and spec.stages[-1].kind == "cell":
+        # A cell's output is a sum without activation: NAS-Bench-201 ends with batch norm and ReLU.
+        layers.append(Layer(name="lastact", op="bn", cin=c, cout=c, hin=h, win=w, hout=h, wout=w, extra_params=2 * c, stage=-2))  # fmt: skip
     if hd.channels:
         layers.append(_conv("head", c, hd.channels, 1, 1, h, w, wb=hd.wbits, ab=hd.abits, stage=-2))
         c = hd.channels
@@ -236,6 +252,8 @@ def arch_layers(
         Layer(name="classifier", op="linear", cin=c, cout=num_classes, weights=c * num_classes,
               extra_params=num_classes, wbits=hd.wbits, abits=hd.abits, stage=-2)
     )  # fmt: skip
+    if constant_until:
+        layers[:constant_until] = [replace(x, live=False) for x in layers[:constant_until]]
     return layers
 
 

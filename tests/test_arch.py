@@ -22,6 +22,7 @@ def test_round_trip_exact(text):
 
 def test_round_trip_sampled_specs():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    assert list_spaces()
     for name in list_spaces():
         for compress in (False, True):
             study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))

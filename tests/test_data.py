@@ -74,9 +74,10 @@ def test_local_cifar10_copy(tmp_path):
     root.mkdir()
     rng = np.random.default_rng(0)
     for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        n = 20 if name == "test_batch" else 40  # enough of each class for a 10% validation split
         batch = {
-            b"data": rng.integers(0, 255, (20, 3072), dtype=np.uint8),
-            b"labels": list(range(10)) * 2,
+            b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
+            b"labels": list(range(10)) * (n // 10),
         }
         with open(root / name, "wb") as f:
             pickle.dump(batch, f)
@@ -131,3 +132,53 @@ def test_normalisation_statistics_are_kept(tmp_path):
     assert torch.allclose(raw.mean(dim=(0, 2, 3)), mean.flatten(), atol=1e-5)
     # Every value is a uint8 level divided by 255, so the statistics undo the standardisation exactly.
     assert torch.allclose(raw * 255, (raw * 255).round(), atol=1e-3)
+
+
+def _npz(tmp_path, y, name="d.npz"):
+    rng = np.random.default_rng(0)
+    path = tmp_path / name
+    np.savez(path, x=rng.integers(0, 255, size=(len(y), 8, 8), dtype=np.uint8), y=np.asarray(y))
+    return path
+
+
+def test_a_single_class_is_refused(tmp_path):
+    with pytest.raises(DataError, match="every example has label 3; .* at least 2 classes"):
+        load_data(f"npz:{_npz(tmp_path, [3] * 40)}")
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (
+            [0, 1] * 20 + [2],
+            r"class 2 has [01] example\(s\) in the (training|validation|test) split",
+        ),
+        ([0, 2] * 20, r"class 1 has 0 example\(s\) in the training split"),  # a gap in the labels
+        ([0] * 30 + [1] * 4, r"class 1 has [01] example\(s\) in the validation split"),
+    ],
+    ids=["one-example", "missing-class", "too-few-for-validation"],
+)
+def test_a_class_with_fewer_than_two_examples_in_a_split_is_refused(tmp_path, labels, message):
+    with pytest.raises(DataError, match=message):
+        load_data(f"npz:{_npz(tmp_path, labels)}")
+
+
+def test_own_test_split_needs_every_class(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 8, 8)).astype(np.float32)
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x, y=np.arange(40) % 2, x_test=x[:10], y_test=np.zeros(10, dtype=int))
+    with pytest.raises(DataError, match=r"class 1 has 0 example\(s\) in the test split"):
+        load_data(f"npz:{path}")
+
+
+def test_single_class_data_is_a_one_line_cli_error(tmp_path, capsys):
+    from compactnas.cli import main
+
+    path = _npz(tmp_path, [0] * 40)
+    rc = main(
+        ["search", "--data", f"npz:{path}", "--trials", "1", "--out", str(tmp_path / "o"), "-q"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and "at least 2 classes" in err, err

@@ -180,3 +180,42 @@ def test_distill_end_to_end(search_out, tmp_path, capsys):
         assert r.data.tags["mlflow.parentRunId"] == summary["mlflow"]["run_id"]
         assert r.data.tags["compactnas.kind"] == "distill"
         assert "test_accuracy_mean" in r.data.metrics
+
+
+def test_an_interrupted_distill_keeps_its_results_and_the_earlier_checkpoint(
+    search_out, tmp_path, monkeypatch
+):
+    import shutil
+
+    import compactnas.evaluators.distill as distill_module
+
+    out = tmp_path / "copy"
+    shutil.copytree(search_out, out, ignore=shutil.ignore_patterns("distill*", "mlartifacts"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pareto"]
+    best = max(summary["pareto"], key=lambda r: r["accuracy"])
+    earlier = out / "distilled" / f"trial_{best['trial']}.pt"
+    earlier.parent.mkdir()
+    earlier.write_bytes(b"an earlier distilled checkpoint")
+
+    real, calls = distill_module.retrain, []
+
+    def crash_on_the_second_seed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # seed 0 ran both arms; seed 1's first run dies
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distill_module, "retrain", crash_on_the_second_seed)
+    teacher = _teacher_ckpt(tmp_path / "teacher.pt")
+    argv = ["distill", str(out), "--top", "1", "--seeds", "2", "--epochs", "1"]
+    assert main([*argv, "--teacher", str(teacher), "-q"]) == 130
+
+    report = json.loads((out / "distill.json").read_text())
+    assert report["complete"] is False and report["teacher"]["path"] == str(teacher)
+    (m,) = report["models"]
+    assert m["trial"] == best["trial"] and m["seeds_done"] == 1 and m["checkpoint"] is None
+    for arm in ("distilled", "baseline"):
+        assert len(m[arm]["test_accuracy"]["values"]) == 1
+    assert earlier.read_bytes() == b"an earlier distilled checkpoint"
+    assert [p.name for p in earlier.parent.iterdir()] == [earlier.name]  # no temporary left behind

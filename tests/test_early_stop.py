@@ -1,3 +1,5 @@
+import pandas as pd
+
 from compactnas.search import SearchConfig, run_search
 from compactnas.search.early_stop import SuccessiveHalving
 
@@ -36,15 +38,19 @@ def test_search_with_early_stopping(tmp_path, digits):
     r = run_search(cfg, data=digits, quiet=True)
     s = r.summary
     assert s["n_complete"] + s["n_stopped_early"] + s["n_failed"] + s["n_infeasible"] == 8
+    trials = r.study.trials
+    assert len(trials) == 8
+    stopped = [t for t in trials if "stopped_early" in t.user_attrs]
+    # Successive halving acted: at least one candidate stopped before its last epoch...
+    assert stopped and s["n_stopped_early"] == len(stopped)
+    for t in stopped:
+        assert t.user_attrs["stopped_early"] < 4 and t.user_attrs["rungs"]
+    # ...and no stopped candidate joins the front.
     front = {f["trial"] for f in s["pareto"]}
-    for t in r.study.trials:
-        if "stopped_early" in t.user_attrs:
-            assert t.number not in front
-            assert t.user_attrs["stopped_early"] < 4 and t.user_attrs["rungs"]
+    assert front and not front & {t.number for t in stopped}
+    assert not set(pd.read_csv(tmp_path / "pareto.csv")["trial"]) & {t.number for t in stopped}
     # Every trained trial recorded its accuracy at the first rung, for later decisions and resumes.
     trained = [
-        t
-        for t in r.study.trials
-        if t.user_attrs.get("metrics") and "duplicate_of" not in t.user_attrs
+        t for t in trials if t.user_attrs.get("metrics") and "duplicate_of" not in t.user_attrs
     ]
     assert trained and all("rungs" in t.user_attrs for t in trained)

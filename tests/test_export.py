@@ -249,6 +249,25 @@ def test_a_failed_export_leaves_nothing_behind(search, tmp_path, monkeypatch, ca
     assert sorted(p.name for p in dest.iterdir()) == []
 
 
+def test_a_failed_forced_export_keeps_what_was_there(search, tmp_path, monkeypatch, capsys):
+    import compactnas.search.export as export_module
+
+    dest = tmp_path / "g"
+    base = ["export", str(search), "--trial", "1", "--dest", str(dest), "--no-mlflow", "-q"]
+    assert main([*base, "--format", "arch,state-dict"]) == 0
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+    assert {"arch.txt", "trial_1.state_dict.pt", "card.json", "card.md"} <= set(before)
+
+    def fail(*args, **kwargs):
+        raise ExportError("TorchScript tracing failed: simulated")
+
+    monkeypatch.setattr(export_module, "write_torchscript", fail)
+    # state-dict is rewritten first, then torchscript fails: the earlier files must all survive intact.
+    assert main([*base, "--format", "state-dict,torchscript,arch", "--force"]) == 2
+    assert "simulated" in _err_line(capsys)
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+
+
 def test_no_search_here(tmp_path, capsys):
     assert main(["export", str(tmp_path), "--pick", "knee"]) == 2
     assert "no search results" in _err_line(capsys)

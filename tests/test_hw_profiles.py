@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -161,6 +160,7 @@ def test_register_path_profile_and_user_dir(tmp_path):
 @pytest.mark.parametrize("compress", [False, True])
 def test_published_profiles_predict_positive_finite(space, compress):
     specs = sample_archs(create_space(space, image_size=8, compress=compress), 12, seed=7)
+    assert len(specs) == 12
     for name in PUBLISHED:
         model = hw.create_latency_model(name)
         for s in specs:
@@ -239,13 +239,16 @@ def test_peak_sram_keeps_residual_alive():
     assert no_skip == pytest.approx((16 + 24) * 64 * 4 / 1024 + mcu.profile.memory.runtime_sram_kb)
 
 
-def test_prediction_is_fast():
+def test_prediction_needs_no_measurement():
+    # How fast a first prediction is (under 5 ms for a published roofline) is measured by
+    # benchmarks/latency_fidelity.py (timing.roofline_predict_first_call_ms), not timed here on a
+    # shared machine. What a test can check: unseen architectures are predicted, and differ.
     model = hw.create_latency_model("rpi4")
     specs = sample_archs(create_space("mobile", image_size=8), 20, seed=11)
-    start = time.perf_counter()
-    for s in specs:
-        model.predict_ms(s, SHAPE)
-    assert (time.perf_counter() - start) / len(specs) < 5e-3  # first (uncached) predictions
+    assert len(specs) == 20
+    predictions = [model.predict_ms(s, SHAPE) for s in specs]
+    assert all(math.isfinite(t) and t > 0 for t in predictions)
+    assert len(set(predictions)) > 1  # the architecture matters
 
 
 # ---------------------------------------------------------------- measured tables
@@ -356,7 +359,7 @@ def test_calibration_recovers_known_coefficients():
     df = pd.DataFrame(
         {"arch": [str(s) for s in specs], "ms": [truth.predict_ms(s, SHAPE) for s in specs]}
     )
-    new, report = hw.calibrate(start, df)
+    new, report = hw.calibrate(start, df, method="roofline")
     assert new.name == "stm32f746-v2" and new.version == 2 and "stm32f746" in new.calibrated_from
     assert report["mape_before"] > 10 and report["mape_after"] < 0.1
     assert new.efficiency["conv"] == pytest.approx(0.35, rel=0.01)
@@ -368,7 +371,7 @@ def test_calibration_recovers_known_coefficients():
     assert new.layer_overhead_ms == pytest.approx(0.02, rel=0.01)
     assert new.network_overhead_ms == pytest.approx(0.05, rel=0.05)
     hw.profile_from_dict(json.loads(new.to_json()), label="new")  # still a valid profile
-    again, _ = hw.calibrate(new, df)
+    again, _ = hw.calibrate(new, df, method="roofline")
     assert again.name == "stm32f746-v3" and again.version == 3
 
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 import compactnas.hw_profiles as hw
+from compactnas import cli_profile as cli
 from compactnas.core.errors import CompactnasError, DataError, RegistryError
-from compactnas.hw_profiles import cli
 from compactnas.spaces import create_space
 from compactnas.spaces.sampling import sample_archs
 
@@ -98,7 +98,9 @@ def test_calibrate_cli(capsys, tmp_path):
     pd.DataFrame(
         {"arch": [str(s) for s in specs], "ms": [truth.predict_ms(s, (1, 8, 8)) for s in specs]}
     ).to_csv(csv, index=False)
-    assert _run("calibrate", "--name", "rpi4", "--measurements", str(csv)) == 0
+    assert (
+        _run("calibrate", "--name", "rpi4", "--measurements", str(csv), "--method", "roofline") == 0
+    )
     out = capsys.readouterr().out
     assert "rpi4-v2" in out and "MAPE over 25 measurements" in out
     new = hw.load_profile("rpi4-v2")  # written to the user profile folder, found by name

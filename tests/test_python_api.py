@@ -42,6 +42,7 @@ def test_python_api_examples_run(tmp_path, monkeypatch, capsys):
 
 
 def test_the_budget_shrinker_reaches_every_search():
-    for code in _blocks(_section()):
-        if "run_search(" in code:
-            assert '"trials": 2' in _small(code) and '"epochs": 1' in _small(code)
+    searches = [code for code in _blocks(_section()) if "run_search(" in code]
+    assert searches, "the README's Python API section runs no search"
+    for code in searches:
+        assert '"trials": 2' in _small(code) and '"epochs": 1' in _small(code)

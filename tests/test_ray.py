@@ -1,11 +1,14 @@
 """The Ray backend on a real local cluster: a head and a second node on loopback, a real MLflow server."""
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -33,10 +36,58 @@ def _ray(*args, env=None, check=True):
     )
 
 
+def _ray_node(root, *args, env):
+    """`ray start` for one node, with its own temp dir and every port it listens on chosen here, so it
+    shares nothing with other Ray instances on the machine."""
+    ports = {
+        "--node-manager-port": _free_port(), "--object-manager-port": _free_port(),
+        "--dashboard-agent-listen-port": _free_port(), "--dashboard-agent-grpc-port": _free_port(),
+        "--runtime-env-agent-port": _free_port(), "--metrics-export-port": _free_port(),
+    }  # fmt: skip
+    root.mkdir(parents=True, exist_ok=True)
+    _ray("start", *args, f"--temp-dir={root}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+         "--disable-usage-stats", *(f"{k}={v}" for k, v in ports.items()), env=env)  # fmt: skip
+
+
+def _processes_under(root):
+    """The processes of the Ray nodes whose temp dir is ``root``: each names its session folder (under
+    ``root``) on its command line or, where Ray retitles the process (``ray::DashboardAgent``), writes
+    its logs there."""
+    mine = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid == os.getpid():
+            continue
+        try:
+            if any(str(root) in arg for arg in proc.info["cmdline"] or ()) or any(
+                f.path.startswith(str(root)) for f in proc.open_files()
+            ):
+                mine.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return mine
+
+
+def _stop_nodes(root):
+    """Stop the Ray processes started under ``root`` only; other Ray instances on the machine live on."""
+    procs = _processes_under(root)
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=15)
+    left = [p.pid for p in _processes_under(root)]
+    assert not left, f"Ray processes of this test still running: {left}"
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """`ray start --head` plus a second node joining it, and `mlflow server` on a SQLite store."""
     root = tmp_path_factory.mktemp("cluster")
+    # Ray's socket paths must stay short (AF_UNIX limit), hence a short folder of its own under /tmp.
+    ray_root = Path(tempfile.mkdtemp(prefix="cnas-ray-", dir="/tmp"))
     port = _free_port()
     # As on a real cluster, the nodes run inside the environment where compactnas is installed.
     env = {
@@ -44,42 +95,47 @@ def cluster(tmp_path_factory):
         "RAY_AUTH_MODE": "disabled",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    _ray("stop", "--force", check=False)
     dash = _free_port()
-    _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-         "--disable-usage-stats", env=env)  # fmt: skip
     address = f"127.0.0.1:{port}"
-    _ray("start", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-         "--disable-usage-stats", env=env)  # fmt: skip
-    mport = _free_port()
-    server = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(mport),
-         "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{mport}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(uri + "/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("mlflow server did not start")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    yield {
-        "address": address,
-        "tracking_uri": uri,
-        "root": root,
-        "jobs": f"http://127.0.0.1:{dash}",
-    }
-    server.terminate()
-    server.wait(timeout=30)
-    _ray("stop", "--force", check=False)
+    server = None
+    try:
+        _ray_node(ray_root / "head", "--head", f"--port={port}", "--include-dashboard=true",
+                  "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+                  f"--ray-client-server-port={_free_port()}", env=env)  # fmt: skip
+        _ray_node(ray_root / "node", f"--address={address}", env=env)
+        mport = _free_port()
+        server = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port",
+             str(mport), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        uri = f"http://127.0.0.1:{mport}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(uri + "/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start")
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        yield {
+            "address": address,
+            "tracking_uri": uri,
+            "root": root,
+            "jobs": f"http://127.0.0.1:{dash}",
+        }
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        _stop_nodes(ray_root)
+        shutil.rmtree(ray_root, ignore_errors=True)
 
 
 def _argv(out, cluster, trials, extra=()):
@@ -215,7 +271,7 @@ def test_killed_driver_resumes_without_losing_trials(cluster, tmp_path):
 
 
 def test_submit_a_search_as_a_ray_job(cluster, tmp_path):
-    from compactnas.search.jobs_cmd import job_entrypoint
+    from compactnas.search.jobs import job_entrypoint
 
     assert (
         job_entrypoint(["--", "search", "--trials", "2"])

@@ -161,10 +161,47 @@ def test_report_with_no_results(tmp_path, report):
     out = tmp_path / "R.md"
     assert report.main(["--results", str(results), "--out", str(out)]) == 0
     text = out.read_text()
-    assert text.count("Not run") == 6  # five benchmarks; the teacher section needs compression.json
+    assert text.count("Not run") == 7  # six benchmarks; the teacher section needs compression.json
     assert "Present: none" in text
 
 
 def test_report_missing_folder_is_one_line(tmp_path, report, capsys):
     assert report.main(["--results", str(tmp_path / "nope"), "--out", str(tmp_path / "R.md")]) == 2
     assert "no results folder" in capsys.readouterr().err
+
+
+def test_results_are_on_disk_after_every_assignment(tmp_path):
+    results = _load("_results")
+    path = tmp_path / "sub" / "bench.json"
+    res = results.Results(path, {"benchmark": "x"})
+    assert json.loads(path.read_text()) == {"complete": False, "benchmark": "x"}
+    res["runs"] = [1]
+    assert json.loads(path.read_text())["runs"] == [1]
+    res["runs"].append(2)  # a change inside a value is written on save()
+    res.save()
+    res.update(ratio=0.5)
+    assert json.loads(path.read_text()) == {
+        "complete": False, "benchmark": "x", "runs": [1, 2], "ratio": 0.5
+    }  # fmt: skip
+    res.finish()
+    assert json.loads(path.read_text())["complete"] is True
+    assert sorted(p.name for p in path.parent.iterdir()) == ["bench.json"]  # no temporaries left
+
+
+def test_report_sections_are_one_line_each(report):
+    """Every section named in SECTIONS resolves to a function, and each results file is loaded."""
+    assert report.SECTIONS
+    for name, target in report.SECTIONS:
+        assert name in report.BENCHMARKS
+        assert callable(report._section(target))
+
+
+def test_a_broken_section_costs_only_itself(tmp_path, report, monkeypatch):
+    results = tmp_path / "r"
+    results.mkdir()
+    (results / "ray_scaling.json").write_text(json.dumps({"wall_s": "not a dict of numbers"}))
+    out = tmp_path / "R.md"
+    assert report.main(["--results", str(results), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "Could not render this section" in text and "ray.py line" in text
+    assert "## Found models against hand-designed baselines" in text

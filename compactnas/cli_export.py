@@ -1,5 +1,5 @@
-"""``compactnas export``: write one trained model of a search as ONNX, int8 ONNX, TorchScript, a state
-dict or its architecture string, each checked against PyTorch and described in a model card."""
+"""``compactnas export``: the command line of compactnas.search.export (one trained model of a search as
+ONNX, int8 ONNX, TorchScript, a state dict or its architecture string, checked and described in a card)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""``compactnas profile``: list, show, build, calibrate and validate device profiles.
+"""``compactnas profile``: list, show, build, calibrate, validate and predict with device profiles.
 
 compactnas/cli.py calls ``add_parser(subparsers)`` and dispatches ``args.func(args)``; errors a user can
 cause are raised as CompactnasError subclasses, which the main CLI prints as one line (exit status 2).
+The work itself is done by plain functions of compactnas.hw_profiles.
 """
 
 from __future__ import annotations
@@ -13,11 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from compactnas.core.errors import CompactnasError, ConfigError
-from compactnas.hw_profiles.calibrate import calibrate
-from compactnas.hw_profiles.profile import write_profile
-from compactnas.hw_profiles.registry import list_devices, load_profile, user_profile_dir
-from compactnas.hw_profiles.tables import build_table_profile
-from compactnas.hw_profiles.validate import validate
 
 
 def _whole(minimum: int):
@@ -34,6 +30,32 @@ def _whole(minimum: int):
 
 
 _positive, _nonneg = _whole(1), _whole(0)
+
+
+def _input(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"expected CxHxW such as 3x32x32, got '{text}'")
+    return dims  # type: ignore[return-value]
+
+
+def _shape(args: argparse.Namespace) -> tuple[int, int, int]:
+    if args.input is not None:
+        return args.input
+    return (args.in_chans, args.image_size, args.image_size)
+
+
+def _add_shape(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", type=_input, default=None, metavar="CxHxW",
+                   help="input shape of the measured networks, e.g. 3x32x32 (default: --in-chans x --image-size)")  # fmt: skip
+    p.add_argument("--image-size", type=_positive, default=8)
+    p.add_argument("--in-chans", type=_positive, default=1)
+    p.add_argument("--classes", "--num-classes", dest="num_classes", type=_positive, default=10,
+                   help="classifier width of the measured networks (default 10)")  # fmt: skip
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -70,17 +92,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     build.add_argument("--out", type=Path, default=None, help="default: the user profile folder")
 
     cal = sub.add_parser("calibrate", help="fit a profile's coefficients to measured latencies")
-    cal.add_argument("--name", required=True)
-    cal.add_argument("--measurements", required=True, type=Path, help="CSV with columns arch,ms")
-    cal.add_argument("--image-size", type=_positive, default=8)
-    cal.add_argument("--in-chans", type=_positive, default=1)
-    cal.add_argument("--num-classes", type=_positive, default=10)
+    cal.add_argument("--base", default=None, help="profile to start from (default: --name)")
+    cal.add_argument("--name", required=True,
+                     help="the new profile's name (with --base), or the profile to start from")  # fmt: skip
+    cal.add_argument("--measurements", required=True, type=Path,
+                     help="CSV with columns arch,ms (our strings or NAS-Bench-201 notation)")  # fmt: skip
+    _add_shape(cal)
+    cal.add_argument("--method", choices=("linear", "roofline"), default="linear",
+                     help="linear: few per-kind costs, regularised (default; 10-20 rows suffice); "
+                     "roofline: every roofline coefficient free")  # fmt: skip
     cal.add_argument("--out", type=Path, default=None, help="default: the user profile folder")
 
     val = sub.add_parser(
-        "validate", help="rank and error of predictions against this host's measurements"
+        "validate",
+        help="rank and error of predictions against measurements (a CSV, or timed on this host)",
     )
     val.add_argument("--name", required=True)
+    val.add_argument("--measurements", type=Path, default=None,
+                     help="CSV with columns arch,ms; without it, networks are sampled and timed here")  # fmt: skip
+    val.add_argument("--input", type=_input, default=None, metavar="CxHxW")
+    val.add_argument("--classes", dest="classes", type=_positive, default=None)
     val.add_argument("--archs", type=_positive, default=50)
     val.add_argument("--seed", type=_nonneg, default=0)
     val.add_argument("--space", default="mobile")
@@ -92,6 +123,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     val.add_argument("--num-classes", type=_positive, default=10)
     val.add_argument("--rounds", type=_positive, default=7)
     val.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    pre = sub.add_parser(
+        "predict", help="predicted latency (and memory, energy) of one architecture"
+    )
+    pre.add_argument("--name", required=True)
+    pre.add_argument("--arch", required=True, help="architecture string or NAS-Bench-201 notation")
+    _add_shape(pre)
+    pre.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
 
 
@@ -110,6 +149,8 @@ def _progress(label: str):
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from compactnas.hw_profiles import list_devices, load_profile
+
     for name in list_devices():
         try:
             p = load_profile(name)
@@ -120,6 +161,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    from compactnas.hw_profiles import load_profile
+
     doc = load_profile(args.name).to_dict()
     if "table" in doc and not args.table:
         doc["table"] = f"{len(doc['table'])} entries (--table to list them)"
@@ -128,10 +171,14 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _target(out: Path | None, name: str) -> Path:
+    from compactnas.hw_profiles import user_profile_dir
+
     return out if out is not None else user_profile_dir() / f"{name}.json"
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
+    from compactnas.hw_profiles import build_table_profile, write_profile
+
     if "/" in args.name or not args.name.strip():
         raise ConfigError(
             f"bad profile name '{args.name}' (a name, not a path; use --out for the file)"
@@ -162,12 +209,22 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from compactnas.hw_profiles import calibrate, write_profile
+
+    base = args.base or args.name
     new, report = calibrate(
-        args.name,
+        base,
         args.measurements,
-        input_shape=(args.in_chans, args.image_size, args.image_size),
+        input_shape=_shape(args),
         num_classes=args.num_classes,
+        method=args.method,
     )
+    if args.base:
+        if "/" in args.name or not args.name.strip():
+            raise ConfigError(f"bad profile name '{args.name}' (a name, not a path)")
+        new = replace(new, name=args.name)
     path = write_profile(new, _target(args.out, new.name))
     print(f"wrote {path} ({new.name}, version {new.version}, from {report['calibrated_from']})")
     print(
@@ -178,24 +235,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
-    result = validate(
-        args.name,
-        space=args.space,
-        archs=args.archs,
-        seed=args.seed,
-        image_size=args.image_size,
-        in_chans=args.in_chans,
-        num_classes=args.num_classes,
-        compress=args.compress,
-        rounds=args.rounds,
-    )
-    result.pop("rows")
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    print(f"{result['profile']} on {result['n']} held-out {result['space']} architectures "
-          f"(measured here: {result['backend']}, {result['threads']} thread(s))")  # fmt: skip
+def _print_scores(result: dict[str, Any], what: str) -> None:
+    print(f"{result['profile']} on {result['n']} {what}")
     print(f"{'predictor':<10} {'spearman':>9} {'kendall':>8} {'MAPE %':>8} {'within 10%':>11}")
     for key, label in (("model", "profile"), ("macs", "MACs*")):
         r = result[key]
@@ -205,6 +246,61 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     print(f"* {result['macs']['note']}")
     if "note" in result:
         print(f"note: {result['note']}")
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from compactnas.hw_profiles import validate, validate_measurements
+
+    if args.measurements is not None:
+        result = validate_measurements(
+            args.name,
+            args.measurements,
+            input_shape=args.input or (args.in_chans, args.image_size, args.image_size),
+            num_classes=args.classes or args.num_classes,
+        )
+        what = f"measured architectures from {result['measurements']}"
+    else:
+        shape = args.input or (args.in_chans, args.image_size, args.image_size)
+        result = validate(
+            args.name,
+            space=args.space,
+            archs=args.archs,
+            seed=args.seed,
+            image_size=shape[1],
+            in_chans=shape[0],
+            num_classes=args.classes or args.num_classes,
+            compress=args.compress,
+            rounds=args.rounds,
+        )
+        what = (
+            f"held-out {result['space']} architectures (measured here: {result['backend']}, "
+            f"{result['threads']} thread(s))"
+        )
+    result.pop("rows")
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    _print_scores(result, what)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from compactnas.hw_profiles import predict
+
+    out = predict(args.name, args.arch, input_shape=_shape(args), num_classes=args.num_classes)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(
+        f"{out['profile']}: {out['latency_ms']:.4g} ms for {out['arch']} at {'x'.join(map(str, out['input_shape']))}"
+    )
+    for key, unit in (
+        ("energy_mj", "mJ"),
+        ("peak_sram_kb", "KB peak SRAM"),
+        ("flash_kb", "KB flash"),
+    ):
+        if key in out:
+            print(f"  {out[key]:.4g} {unit}")
     return 0
 
 
@@ -214,6 +310,7 @@ _COMMANDS = {
     "build": _cmd_build,
     "calibrate": _cmd_calibrate,
     "validate": _cmd_validate,
+    "predict": _cmd_predict,
 }
 
 
@@ -222,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m compactnas.hw_profiles.cli profile ...``), same error handling as the main CLI."""
+    """Standalone entry (``python -m compactnas.cli_profile profile ...``), same error handling as the main CLI."""
     parser = argparse.ArgumentParser(prog="compactnas")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""``compactnas distill``: retrain the front's best models from a teacher, beside the same models without one.
+"""Distillation of a search's front: retrain the front's best models from a teacher, beside the same models without one.
 
 Both arms get the same epochs, the same seeds and, per seed, the same initial weights, so the difference
 is the teacher's alone. Results go to OUT/distill.json and to MLflow, as runs nested under the search's
@@ -8,8 +8,6 @@ OUT/distilled/ in the search's checkpoint format.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import statistics
 import sys
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from compactnas.core.errors import ConfigError
+from compactnas.core.files import replacing, write_json_atomic
 
 log = logging.getLogger("compactnas")
 
@@ -97,14 +96,16 @@ def _teacher(
 
 
 def run_distill(out_dir: str | Path, cfg: DistillConfig, *, quiet: bool = False) -> dict[str, Any]:
+    """Distill the front's ``cfg.top`` most accurate models; returns what OUT/distill.json holds.
+
+    distill.json is rewritten after every seed, so an interrupted run keeps each measurement; a model's
+    checkpoint in OUT/distilled/ is replaced only once its new one is completely written.
+    """
     import torch
 
     from compactnas.core.data import load_data
-    from compactnas.evaluators import TrainConfig, is_compressed
-    from compactnas.evaluators.distill import TeacherLogits, distillation_loss_fn, retrain
+    from compactnas.evaluators.distill import TeacherLogits, distillation_loss_fn
     from compactnas.search.results import load_summary
-    from compactnas.spaces import parse_arch
-    from compactnas.spaces.layers import count_params, size_bytes
 
     out = Path(out_dir).expanduser().resolve()
     summary = load_summary(out)
@@ -123,71 +124,102 @@ def run_distill(out_dir: str | Path, cfg: DistillConfig, *, quiet: bool = False)
     )
     logits = TeacherLogits(teacher)
     loss_fn = distillation_loss_fn(logits, temperature=cfg.temperature, alpha=cfg.alpha)
+    report: dict[str, Any] = {
+        "complete": False,
+        "teacher": teacher_info,
+        "settings": {
+            "top": cfg.top, "seeds": cfg.seeds, "epochs": cfg.epochs, "temperature": cfg.temperature,
+            "alpha": cfg.alpha, "kl": "KL(teacher || student), Hinton et al., scaled by T^2",
+        },
+        "models": [],
+        "teacher_cache": {"hits": 0, "misses": 0},
+    }  # fmt: skip
 
-    models = []
+    def save() -> None:
+        report["teacher_cache"] = {"hits": logits.hits, "misses": logits.misses}
+        write_json_atomic(out / "distill.json", report)
+
+    save()
     for row in chosen:
-        spec = parse_arch(row["arch"])
-        arms: dict[str, dict[str, list[float]]] = {
-            a: {"accuracy": [], "test_accuracy": []} for a in ("distilled", "baseline")
-        }
-        best: tuple[float, Any] | None = None
-        for s in range(cfg.seeds):
-            tc = TrainConfig(
-                epochs=cfg.epochs,
-                batch_size=search_cfg.get("batch_size", 64),
-                lr=search_cfg.get("lr", 0.005),
-                optimizer=search_cfg.get("optimizer", "adamw"),
-                weight_decay=search_cfg.get("weight_decay", 5e-4),
-                seed=search_cfg.get("seed", 0) * 1000 + s,
-            )
-            for arm, fn in (("distilled", loss_fn), ("baseline", None)):
-                model, m = retrain(spec, data, tc, loss_fn=fn)
-                for k in ("accuracy", "test_accuracy"):
-                    arms[arm][k].append(m[k])
-                if arm == "distilled" and (best is None or m["accuracy"] > best[0]):
-                    best = (m["accuracy"], model)
-            say(
-                f"trial {row.get('trial')} seed {s}: test acc distilled {arms['distilled']['test_accuracy'][-1]:.4f}, "
-                f"without teacher {arms['baseline']['test_accuracy'][-1]:.4f}"
-            )
-        ckpt = out / "distilled" / f"trial_{row.get('trial')}.pt"
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        assert best is not None
-        torch.save(
-            {
-                "arch": row["arch"], "num_classes": data.num_classes, "input_shape": list(data.input_shape),
-                "data": data.name, "compressed": is_compressed(spec),
-                "metrics": {"accuracy": best[0]}, "state_dict": best[1].state_dict(),
-            },
-            ckpt,
-        )  # fmt: skip
+        report["models"].append({})
+        _distill_one(out, row, cfg, search_cfg, data, loss_fn, report["models"], save, say)
+    report["mlflow"] = _track(out, summary, cfg, report)
+    report["complete"] = True
+    save()
+    return report
+
+
+def _distill_one(
+    out: Path,
+    row: dict[str, Any],
+    cfg: DistillConfig,
+    search_cfg: dict[str, Any],
+    data: Any,
+    loss_fn: Any,
+    models: list[dict[str, Any]],
+    save: Any,
+    say: Any,
+) -> None:
+    """Both arms of one architecture over every seed; its entry (the last of ``models``) is saved per seed."""
+    import torch
+
+    from compactnas.evaluators import TrainConfig, is_compressed
+    from compactnas.evaluators.distill import retrain
+    from compactnas.spaces import parse_arch
+    from compactnas.spaces.layers import count_params, size_bytes
+
+    spec = parse_arch(row["arch"])
+    arms: dict[str, dict[str, list[float]]] = {
+        a: {"accuracy": [], "test_accuracy": []} for a in ("distilled", "baseline")
+    }
+    ckpt = out / "distilled" / f"trial_{row.get('trial')}.pt"
+    best: tuple[float, Any] | None = None
+    for s in range(cfg.seeds):
+        tc = TrainConfig(
+            epochs=cfg.epochs,
+            batch_size=search_cfg.get("batch_size", 64),
+            lr=search_cfg.get("lr", 0.005),
+            optimizer=search_cfg.get("optimizer", "adamw"),
+            weight_decay=search_cfg.get("weight_decay", 5e-4),
+            seed=search_cfg.get("seed", 0) * 1000 + s,
+        )
+        for arm, fn in (("distilled", loss_fn), ("baseline", None)):
+            model, m = retrain(spec, data, tc, loss_fn=fn)
+            for k in ("accuracy", "test_accuracy"):
+                arms[arm][k].append(m[k])
+            if arm == "distilled" and (best is None or m["accuracy"] > best[0]):
+                best = (m["accuracy"], model)
+        say(
+            f"trial {row.get('trial')} seed {s}: test acc distilled {arms['distilled']['test_accuracy'][-1]:.4f}, "
+            f"without teacher {arms['baseline']['test_accuracy'][-1]:.4f}"
+        )
         result = {
             "trial": row.get("trial"),
             "arch": row["arch"],
             "search_accuracy": row["accuracy"],
             "params": count_params(spec, data.input_shape, data.num_classes),
             "size_bytes": size_bytes(spec, data.input_shape, data.num_classes),
+            "seeds_done": s + 1,
             **{arm: {k: _stats(v) for k, v in vals.items()} for arm, vals in arms.items()},
-            "checkpoint": str(ckpt),
+            "checkpoint": None,  # named once the best seed's weights are on disk
         }
         result["test_gain_mean"] = (
             result["distilled"]["test_accuracy"]["mean"]
             - result["baseline"]["test_accuracy"]["mean"]
         )
-        models.append(result)
-
-    report = {
-        "teacher": teacher_info,
-        "settings": {
-            "top": cfg.top, "seeds": cfg.seeds, "epochs": cfg.epochs, "temperature": cfg.temperature,
-            "alpha": cfg.alpha, "kl": "KL(teacher || student), Hinton et al., scaled by T^2",
-        },
-        "models": models,
-        "teacher_cache": {"hits": logits.hits, "misses": logits.misses},
+        models[-1] = result
+        save()
+    assert best is not None
+    blob = {
+        "arch": row["arch"], "num_classes": data.num_classes, "input_shape": list(data.input_shape),
+        "data": data.name, "compressed": is_compressed(spec),
+        "metrics": {"accuracy": best[0]}, "state_dict": best[1].state_dict(),
     }  # fmt: skip
-    report["mlflow"] = _track(out, summary, cfg, report)
-    (out / "distill.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    # An earlier distilled checkpoint stays until this one is completely written.
+    with replacing(ckpt) as tmp:
+        torch.save(blob, tmp)
+    models[-1]["checkpoint"] = str(ckpt)
+    save()
 
 
 def _track(
@@ -229,69 +261,3 @@ def _track(
             "could not record distillation in MLflow: %s", str(e).splitlines()[0] if str(e) else e
         )
     return {"tracking_uri": ml["tracking_uri"], "parent_run_id": ml["run_id"], "run_ids": runs}
-
-
-def add_parser(sub: Any) -> None:
-    d = DistillConfig()
-    p = sub.add_parser(
-        "distill",
-        help="retrain the front's best models from a large teacher, against the same models without one",
-        description="Retrain the K most accurate models of a search's front with knowledge distillation "
-        "and, side by side, without a teacher at the same budget, over several seeds; results go to "
-        "OUT/distill.json and to the search's MLflow run.",
-    )
-    p.add_argument("out", help="the search's output folder")
-    p.add_argument(
-        "--top", type=int, default=d.top, metavar="K", help=f"how many models (default {d.top})"
-    )
-    p.add_argument(
-        "--teacher",
-        metavar="PATH",
-        help="teacher checkpoint (default: train one, cached in OUT/teachers)",
-    )
-    p.add_argument(
-        "--teacher-model", default=d.teacher_model, help=f"timm teacher (default {d.teacher_model})"
-    )
-    p.add_argument(
-        "--teacher-epochs", type=int, default=d.teacher_epochs, help="epochs for a new teacher"
-    )
-    p.add_argument(
-        "--seeds", type=int, default=d.seeds, help=f"seeds per model and arm (default {d.seeds})"
-    )
-    p.add_argument(
-        "--epochs", type=int, default=d.epochs, help=f"training epochs per run (default {d.epochs})"
-    )
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=d.temperature,
-        help=f"softmax temperature T (default {d.temperature:g})",
-    )
-    p.add_argument(
-        "--alpha",
-        type=float,
-        default=d.alpha,
-        help=f"weight of the teacher term (default {d.alpha:g})",
-    )
-    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (default 1)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_cmd_distill)
-
-
-def _cmd_distill(args: argparse.Namespace) -> int:
-    cfg = DistillConfig(
-        top=args.top, seeds=args.seeds, epochs=args.epochs, temperature=args.temperature, alpha=args.alpha,
-        teacher=args.teacher, teacher_model=args.teacher_model, teacher_epochs=args.teacher_epochs,
-        threads=args.threads,
-    )  # fmt: skip
-    report = run_distill(args.out, cfg, quiet=args.quiet)
-    t = report["teacher"]
-    print(f"teacher {t['model']} ({t['params']} parameters): test acc {t['test_accuracy']:.4f}")
-    for m in report["models"]:
-        dm, bm = m["distilled"]["test_accuracy"], m["baseline"]["test_accuracy"]
-        print(
-            f"trial {m['trial']}: test acc distilled {dm['mean']:.4f} +- {dm['std']:.4f}, without teacher "
-            f"{bm['mean']:.4f} +- {bm['std']:.4f} ({cfg.seeds} seeds)  {m['arch']}"
-        )
-    print(f"results in {Path(args.out).expanduser().resolve() / 'distill.json'}")
-    return 0

@@ -1,11 +1,9 @@
-"""``compactnas teacher``: train (or find in the cache) the large teacher for a data set."""
+"""``compactnas teacher``: the command line of compactnas.search.teacher."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
-
-from compactnas.core.errors import ConfigError
 
 
 def add_parser(sub: Any) -> None:
@@ -37,23 +35,16 @@ def add_parser(sub: Any) -> None:
 
 
 def _cmd_teacher(args: argparse.Namespace) -> int:
-    import torch
+    from compactnas.search.teacher import train_teacher
 
-    from compactnas.core.data import load_data
-    from compactnas.evaluators.teacher import TeacherConfig, get_teacher
-
-    if args.threads < 1:
-        raise ConfigError(f"threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
-    tc = TeacherConfig(model=args.model, epochs=args.epochs, lr=args.lr, seed=args.seed)
-    data = load_data(args.data, seed=args.seed, resize=args.resize)
-    _, path, meta, cached = get_teacher(
-        data, cache_dir=args.out, source=args.data, resize=args.resize, config=tc, force=args.force
-    )
-    m = meta.get("metrics", {})
-    state = "cached" if cached else "trained"
+    t = train_teacher(
+        args.data, args.out, model=args.model, epochs=args.epochs, lr=args.lr, seed=args.seed,
+        resize=args.resize, threads=args.threads, force=args.force,
+    )  # fmt: skip
+    m = t["metrics"]
+    state = "cached" if t["cached"] else "trained"
     print(
-        f"teacher {meta.get('model')} ({state}, {int(m.get('params', 0))} parameters): "
-        f"val acc {m.get('accuracy', float('nan')):.4f}, test acc {m.get('test_accuracy', float('nan')):.4f} -> {path}"
+        f"teacher {t['model']} ({state}, {int(m.get('params', 0))} parameters): "
+        f"val acc {m.get('accuracy', float('nan')):.4f}, test acc {m.get('test_accuracy', float('nan')):.4f} -> {t['path']}"
     )
     return 0

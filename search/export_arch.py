@@ -1,0 +1,48 @@
+"""Exporting a trial of a table search (data ``table:PATH``): its candidates were looked up, never
+trained, so what there is to export is the architecture string and the metrics the table gave it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from compactnas.search.export_formats import ExportError
+
+
+def export_table_trial(out: Path, number: int, frozen: Any, cfg: Any, summary: dict[str, Any]) -> Any:
+    from compactnas.search.export import ExportResult, _prepare_dest, file_name
+
+    arch = str(frozen.user_attrs.get("arch"))
+    weighted = [f for f in cfg.formats if f != "arch"]
+    if weighted:
+        raise ExportError(
+            f"a table search trains no weights, so it cannot export {', '.join(weighted)}: "
+            "export its architecture with --format arch (train it with create_model first)"
+        )
+    dest = Path(cfg.dest).expanduser().resolve() if cfg.dest else out / "exports" / f"trial_{number}"
+    _prepare_dest(dest, number, arch, cfg.formats, cfg.force)
+    path = dest / file_name("arch", number)
+    path.write_text(arch + "\n")
+    card: dict[str, Any] = {
+        "trial": number,
+        "arch": arch,
+        "source": {"search": str(out), "trial": number, "weights": "none (table lookup)"},
+        "data": {"source": summary.get("config", {}).get("data")},
+        "metrics": frozen.user_attrs.get("metrics", {}),
+        "warnings": [],
+    }
+    try:
+        from compactnas.spaces.nb201 import to_nb201_string
+
+        card["nb201"] = to_nb201_string(arch)
+    except ValueError:
+        pass
+    (dest / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    lines = [f"# Model card: trial {number}", "", f"Architecture: `{arch}`", ""]
+    if "nb201" in card:
+        lines += [f"NAS-Bench-201 notation: `{card['nb201']}`", ""]
+    lines += [f"Looked up in `{card['data']['source']}` (not trained):", ""]
+    lines += [f"- {k}: {v:g}" for k, v in sorted(card["metrics"].items())]
+    (dest / "card.md").write_text("\n".join(lines) + "\n")
+    return ExportResult(dest=dest, trial=number, arch=arch, files={"arch": path}, card=card)
