@@ -37,6 +37,7 @@ from compactnas.core.host import cpu_name  # noqa: E402
 
 # The report's sections in order: (results file stem, "module:function"), one line each.
 SECTIONS: tuple[tuple[str, str], ...] = (
+    ("arena_cifar10_20k", "arena_report:render"),
     ("baselines", "report_sections.baselines:render"),
     ("search_quality", "report_sections.search_quality:render"),
     ("compression", "report_sections.teacher:render"),
@@ -44,6 +45,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("compression", "report_sections.compression:render"),
     ("ray_scaling", "report_sections.ray:render"),
     ("device_fidelity", "device_fidelity:render"),
+    ("search_strategies", "search_strategies:render"),
 )
 BENCHMARKS = tuple(dict.fromkeys(name for name, _ in SECTIONS))
 PACKAGES = ("torch", "timm", "optuna", "ray", "mlflow", "compactnas")

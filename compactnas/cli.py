@@ -63,7 +63,11 @@ def _search_parser(sub: Any) -> None:
         help="comma-separated: accuracy,latency,size (default), params, macs, energy, sram",
     )
     g.add_argument("--trials", type=int, default=S, help="number of candidates (default 30)")
-    g.add_argument("--sampler", default=S, help="nsga2 (default), tpe or random")
+    g.add_argument(
+        "--sampler",
+        default=S,
+        help="guided (default: a surrogate model proposes), nsga2, nsga3, tpe, gp or random",
+    )
     g.add_argument("--population", type=int, default=S, help="NSGA-II population size (default 8)")
     g.add_argument(
         "--seed", type=int, default=S, help="seed for data split, sampler and training (default 0)"
@@ -94,6 +98,23 @@ def _search_parser(sub: Any) -> None:
     g.add_argument("--lr", type=float, default=S, help="peak learning rate (default 0.005)")
     g.add_argument("--optimizer", default=S, help="adamw (default) or sgd")
     g.add_argument("--threads", type=int, default=S, help="torch threads for training (default 1)")
+    g.add_argument("--label-smoothing", type=float, default=S, help="label smoothing (default 0.1)")
+    g.add_argument(
+        "--augment",
+        default=S,
+        help="auto (default: crop-flip for colour images >= 32 px, else shift), crop-flip, shift, off",
+    )
+    g.add_argument(
+        "--subset", type=int, default=S, metavar="N", help="train candidates on N examples"
+    )
+    g.add_argument(
+        "--val-subset", type=int, default=S, metavar="N", help="validate candidates on N examples"
+    )
+    g.add_argument(
+        "--host-runtime",
+        default=S,
+        help="host latency in onnxruntime (default; one thread, batch 1) or torch (eager)",
+    )
     g = p.add_argument_group("output and tracking")
     g.add_argument("--out", default=S, help="output folder (default runs/search)")
     g.add_argument("--study-name", default=S, help="Optuna study name (default compactnas)")
@@ -270,6 +291,7 @@ _EXTENSIONS = (
     "compactnas.cli_distill",
     "compactnas.cli_jobs",
     "compactnas.cli_dashboard",
+    "compactnas.cli_retrain",
 )
 
 

@@ -22,7 +22,7 @@ def add_parser(sub: Any) -> None:
         "export",
         help="export a trained model of a search (ONNX, int8 ONNX, TorchScript, state dict) with a model card",
         description="Rebuild one trial's model from its checkpoint (distilled weights when OUT/distilled has "
-        "them), write it in the given formats into --dest, check each export against PyTorch on the held-out "
+        "them, else retrained ones from OUT/retrained), write it in the given formats into --dest, check each export against PyTorch on the held-out "
         "test split, log it as an MLflow model on the trial's run, and write card.json and card.md.",
     )
     p.add_argument("out", help="the search's output folder")
@@ -50,8 +50,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="overwrite exports already in --dest")
     g = p.add_argument_group("details")
     g.add_argument(
-        "--weights", choices=("auto", "trained", "distilled"), default="auto",
-        help="which weights: distilled when present (auto, default), or force one",
+        "--weights", choices=("auto", "trained", "retrained", "distilled"), default="auto",
+        help="which weights: distilled, else retrained, when present (auto, default), or force one",
     )  # fmt: skip
     g.add_argument(
         "--calibration", choices=CALIBRATIONS, default="auto",

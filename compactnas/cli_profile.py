@@ -79,7 +79,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     build.add_argument("--in-chans", type=_positive, default=1)
     build.add_argument("--num-classes", type=_positive, default=10)
     build.add_argument("--threads", type=_positive, default=1)
-    build.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    build.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime")
     build.add_argument("--seed", type=_nonneg, default=0)
     build.add_argument("--max-archs", type=_positive, default=None,
                        help="sample only this many architectures (a partial table; default: until saturated)")  # fmt: skip

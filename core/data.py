@@ -325,6 +325,37 @@ def _cifar10(path: str, seed: int, resize: int | None) -> Dataset:
     )
 
 
+def take_subset(
+    data: Dataset, *, train: int | None = None, val: int | None = None, seed: int = 0
+) -> Dataset:
+    """The same data with at most ``train`` training and ``val`` validation examples, stratified by
+    class (cheaper proxy training); the test split and the normalisation statistics are kept."""
+    from dataclasses import replace
+
+    if not isinstance(data, Dataset) or (train is None and val is None):
+        return data  # a table source has no images to cut
+
+    def cut(split: Split, n: int | None, what: str) -> Split:
+        if n is None or n >= len(split):
+            return split
+        if n < 2:
+            raise DataError(f"{what} subset must hold at least 2 examples, got {n}")
+        y = split.y.numpy()
+        keep, rest = _split_indices(y, (n / len(y), 1 - n / len(y)), seed)
+        # Per-class rounding may miss n by a few: trim or top up at random to exactly n.
+        rng = np.random.default_rng(seed)
+        if len(keep) > n:
+            keep = rng.choice(keep, n, replace=False)
+        elif len(keep) < n:
+            keep = np.concatenate([keep, rng.choice(rest, n - len(keep), replace=False)])
+        keep = torch.from_numpy(np.sort(keep))
+        return Split(split.x[keep], split.y[keep])
+
+    return replace(
+        data, train=cut(data.train, train, "training"), val=cut(data.val, val, "validation")
+    )
+
+
 @dataclass(frozen=True)
 class TableSource:
     """A benchmark table standing in for a data set: the table evaluator reads candidates' metrics from it.
@@ -345,7 +376,9 @@ class TableSource:
     def __getattr__(self, name: str):
         # Commands that need images (training, distillation, verifying an export) end in one clear line.
         if name in ("train", "val", "test", "classes", "mean", "std"):
-            raise DataError(f"{self.name} is a table of measured architectures: it has no images ({name})")
+            raise DataError(
+                f"{self.name} is a table of measured architectures: it has no images ({name})"
+            )
         raise AttributeError(name)
 
 

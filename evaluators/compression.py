@@ -67,7 +67,7 @@ class CompressionConfig:
 
 
 def is_pruned(spec: ArchSpec) -> bool:
-    return any(st.prune > 0 and st.kind != "ds" for st in spec.stages)
+    return any(st.prune > 0 and st.kind not in ("ds", "cn") for st in spec.stages)
 
 
 def is_quantized(spec: ArchSpec) -> bool:

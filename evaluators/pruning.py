@@ -41,9 +41,10 @@ def prunable_blocks(model: nn.Module, spec: ArchSpec) -> list[PrunableBlock]:
         for j in range(st.repeats):
             in_chs = chs if j == 0 else st.channels
             dense, target = hidden_channels(st, in_chs)
-            if st.prune > 0 and st.kind in ("ir", "fire") and target < dense:
+            if st.prune > 0 and st.kind in ("ir", "er", "fire") and target < dense:
                 block = model.stages[i][j]
-                root = block.conv_pw if st.kind == "ir" else block.squeeze[0]
+                roots = {"ir": "conv_pw", "er": "conv_exp"}
+                root = getattr(block, roots[st.kind]) if st.kind in roots else block.squeeze[0]
                 if (
                     not isinstance(root, nn.Conv2d)
                     or root.out_channels > dense

@@ -19,6 +19,9 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
+# auto: crop-flip for colour images of 32 px and more (natural photos: CIFAR-like), else shift (digits and
+# other small or single-channel images, where a mirrored glyph is another class).
+AUGMENTS = ("auto", "crop-flip", "shift", "off")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,7 +33,7 @@ class TrainConfig:
     schedule: str = "cosine"
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
-    augment: bool = True
+    augment: str | bool = "auto"  # one of AUGMENTS; True means auto, False off
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -44,6 +47,14 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown optimizer '{self.optimizer}' (use one of: {', '.join(OPTIMIZERS)})"
             )
+        if isinstance(self.augment, bool):
+            object.__setattr__(self, "augment", "auto" if self.augment else "off")
+        if self.augment not in AUGMENTS:
+            raise ConfigError(
+                f"unknown augmentation '{self.augment}' (use one of: {', '.join(AUGMENTS)})"
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(
                 f"unknown schedule '{self.schedule}' (use one of: {', '.join(SCHEDULES)})"
@@ -61,6 +72,44 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Opt
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
     return torch.optim.AdamW(groups, lr=lr)
+
+
+def augment_mode(augment: str, shape: tuple[int, ...]) -> str:
+    """The augmentation ``auto`` resolves to for inputs of shape (C, H, W)."""
+    if augment != "auto":
+        return augment
+    c, h, w = shape[-3:]
+    return "crop-flip" if c == 3 and min(h, w) >= 32 else "shift"
+
+
+def crop_flip(
+    x: torch.Tensor, gen: torch.Generator, *, pad: int = 4, flip: bool = True
+) -> torch.Tensor:
+    """Per-example random crop from a zero-padded copy (zero is the mean after normalisation) and
+    random horizontal flip, as one gather over the batch: no Python loop over examples.
+
+    The result is channels-last in memory, which the CPU convolutions prefer anyway.
+    """
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=gen)
+    rows = dy + torch.arange(h)
+    cols = dx + torch.arange(w)
+    if flip:
+        mirrored = torch.rand(n, 1, generator=gen) < 0.5
+        cols = torch.where(mirrored, cols.flip(1), cols)
+    # Advanced indices on N, H, W around a sliced C give an (N, H, W, C) tensor.
+    out = padded[torch.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2)
+
+
+def _augment(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
+    if mode == "crop-flip":
+        return crop_flip(x, gen, pad=max(1, x.shape[-1] // 8))
+    if mode == "shift":
+        return _shift(x, max(1, x.shape[-1] // 8), gen)
+    return x
 
 
 def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
@@ -121,7 +170,7 @@ def train(
         if cfg.schedule == "cosine"
         else None
     )
-    max_shift = max(1, x.shape[-1] // 8) if cfg.augment else 0
+    mode = augment_mode(cfg.augment, tuple(x.shape[1:]))
     # Channels-last makes CPU (oneDNN) depthwise convolutions, backward above all, several times faster.
     model.to(memory_format=torch.channels_last)
     model.train()
@@ -135,7 +184,7 @@ def train(
             idx = perm[i : i + cfg.batch_size]
             if len(idx) < 2:  # batch norm needs two examples
                 continue
-            xb = _shift(x[idx], max_shift, gen).contiguous(memory_format=torch.channels_last)
+            xb = _augment(x[idx], mode, gen).contiguous(memory_format=torch.channels_last)
             yb = y[idx]
             logits = model(xb)
             if loss_fn is not None:

@@ -114,8 +114,11 @@ def _fit_roofline(
     ]
     # Overheads may be zero; they are fitted in linear space with a lower bound of 0.
     x0 += [profile.layer_overhead_ms, profile.network_overhead_ms]
-    lo = [-np.inf] * (len(ops) + len(free_prec) + 1) + [0.0, 0.0]
-    hi = [0.0] * len(ops) + [np.inf] * (len(free_prec) + 1) + [np.inf, np.inf]
+    # Log unknowns stay within e^30 of their start: a rate no layer depends on (bandwidth when every
+    # layer is compute-bound) is otherwise free to drift until exp() overflows.
+    n_log = len(ops) + len(free_prec) + 1
+    lo = [v - 30.0 for v in x0[:n_log]] + [0.0, 0.0]
+    hi = [0.0] * len(ops) + [v + 30.0 for v in x0[len(ops) : n_log]] + [np.inf, np.inf]
     x0 = np.clip(np.array(x0, dtype=float), np.array(lo) + 1e-9, np.array(hi) - 1e-9)
 
     def unpack(x: np.ndarray):

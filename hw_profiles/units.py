@@ -121,7 +121,7 @@ def build_block(block: BlockSpec, in_chs: int) -> nn.Module:
     """
     block = replace(block, repeats=1)
     module = build_stage(replace(block, prune=0.0), in_chs)[0]
-    if not block.prune or block.kind == "ds":
+    if not block.prune or block.kind in ("ds", "cn"):
         return module
     _, hid = hidden_channels(block, in_chs)
     if block.kind == "fire":
@@ -130,10 +130,14 @@ def build_block(block: BlockSpec, in_chs: int) -> nn.Module:
         module.expand1x1[0] = _narrow_conv(module.expand1x1[0], cin=hid)
         module.expand3x3[0] = _narrow_conv(module.expand3x3[0], cin=hid)
         return module
-    module.conv_pw = _narrow_conv(module.conv_pw, cout=hid)
-    module.bn1 = _narrow_bn(module.bn1, hid)
-    module.conv_dw = _narrow_conv(module.conv_dw, cin=hid, cout=hid)
-    module.bn2 = _narrow_bn(module.bn2, hid)
+    if block.kind == "er":
+        module.conv_exp = _narrow_conv(module.conv_exp, cout=hid)
+        module.bn1 = _narrow_bn(module.bn1, hid)
+    else:
+        module.conv_pw = _narrow_conv(module.conv_pw, cout=hid)
+        module.bn1 = _narrow_bn(module.bn1, hid)
+        module.conv_dw = _narrow_conv(module.conv_dw, cin=hid, cout=hid)
+        module.bn2 = _narrow_bn(module.bn2, hid)
     if isinstance(getattr(module.se, "conv_reduce", None), nn.Conv2d):
         module.se.conv_reduce = _narrow_conv(module.se.conv_reduce, cin=hid)
         module.se.conv_expand = _narrow_conv(module.se.conv_expand, cout=hid)
@@ -172,6 +176,6 @@ def build_network(
     seen: dict[int, int] = {}
     for c, _, _, block, i in block_inputs(spec, input_shape):
         j = seen[i] = seen.get(i, -1) + 1
-        if block.prune and block.kind != "ds":
+        if block.prune and block.kind not in ("ds", "cn"):
             model.stages[i][j] = build_block(block, c)
     return model

@@ -43,6 +43,8 @@ def train_config(cfg: SearchConfig, trial_number: int) -> TrainConfig:
         lr=cfg.lr,
         optimizer=cfg.optimizer,
         weight_decay=cfg.weight_decay,
+        label_smoothing=cfg.label_smoothing,
+        augment=cfg.augment,
         seed=cfg.seed * 100_003 + trial_number,
     )
 
@@ -77,7 +79,9 @@ def static_metrics(
             if value is not None:
                 m[key] = float(value)
     else:
-        m["latency_ms"] = measure_latency_ms(model, shape, threads=cfg.latency_threads)
+        m["latency_ms"] = measure_latency_ms(
+            model, shape, threads=cfg.latency_threads, runtime=cfg.host_runtime
+        )
     return m
 
 

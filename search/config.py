@@ -11,9 +11,10 @@ from typing import Any
 import yaml
 
 from compactnas.core.errors import ConfigError
-from compactnas.evaluators.train import OPTIMIZERS
+from compactnas.core.onnx_runtime import HOST_RUNTIMES
+from compactnas.evaluators.train import AUGMENTS, OPTIMIZERS
 
-SAMPLERS = ("nsga2", "tpe", "random")
+SAMPLERS = ("guided", "nsga2", "nsga3", "tpe", "gp", "random")
 BACKENDS = ("local", "ray")
 
 
@@ -30,7 +31,7 @@ class SearchConfig:
     # How to score and search
     objectives: tuple[str, ...] = ("accuracy", "latency", "size")
     trials: int = 30
-    sampler: str = "nsga2"
+    sampler: str = "guided"
     population: int = 8
     seed: int = 0
     device: str | None = None
@@ -45,6 +46,11 @@ class SearchConfig:
     weight_decay: float = 5e-4
     threads: int = 1
     latency_threads: int = 1
+    label_smoothing: float = 0.1
+    augment: str = "auto"  # auto: crop-flip for colour images >= 32 px, shift otherwise
+    subset: int | None = None  # at most this many training examples per candidate
+    val_subset: int | None = None  # at most this many validation examples
+    host_runtime: str = "onnxruntime"  # how host latency is measured: onnxruntime or torch (eager)
     # Where results go
     out: str = "runs/search"
     study_name: str = "compactnas"
@@ -83,6 +89,20 @@ class SearchConfig:
             raise ConfigError(
                 f"unknown optimizer '{self.optimizer}' (use one of: {', '.join(OPTIMIZERS)})"
             )
+        if self.augment not in AUGMENTS:
+            raise ConfigError(
+                f"unknown augmentation '{self.augment}' (use one of: {', '.join(AUGMENTS)})"
+            )
+        if self.host_runtime not in HOST_RUNTIMES:
+            raise ConfigError(
+                f"unknown host runtime '{self.host_runtime}' (use one of: {', '.join(HOST_RUNTIMES)})"
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        for name in ("subset", "val_subset"):
+            v = getattr(self, name)
+            if v is not None and v < 2:
+                raise ConfigError(f"{name} must be at least 2 examples, got {v}")
         if self.backend not in BACKENDS:
             raise ConfigError(
                 f"unknown backend '{self.backend}' (use one of: {', '.join(BACKENDS)})"
@@ -146,7 +166,7 @@ def _coerce(name: str, value: Any) -> Any:
             "config field 'objectives' must be a list of names or a comma-separated string"
         )
     expected = type(default) if default is not None else None
-    if name in ("resize", "max_params"):
+    if name in ("resize", "max_params", "subset", "val_subset"):
         expected = int
     if name == "max_latency_ms" or name == "max_size_kb":
         expected = float

@@ -100,9 +100,7 @@ class ExportConfig:
     formats: tuple[str, ...] = ("onnx",)
     dest: str | Path | None = None  # default: OUT/exports/trial_N
     force: bool = False
-    weights: str = (
-        "auto"  # auto: distilled weights when OUT/distilled/trial_N.pt exists, else trained
-    )
+    weights: str = "auto"  # auto: distilled (OUT/distilled/) if there, else retrained (OUT/retrained/), else trained
     calibration: str = (
         "auto"  # auto: the method whose int8 model best agrees with fp32 on validation data
     )
@@ -114,8 +112,10 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "formats", parse_formats(self.formats))
-        if self.weights not in ("auto", "trained", "distilled"):
-            raise ConfigError(f"unknown weights '{self.weights}' (use auto, trained or distilled)")
+        if self.weights not in ("auto", "trained", "retrained", "distilled"):
+            raise ConfigError(
+                f"unknown weights '{self.weights}' (use auto, trained, retrained or distilled)"
+            )
         if self.calibration not in CALIBRATIONS:
             raise ConfigError(
                 f"unknown calibration '{self.calibration}' (use one of: {', '.join(CALIBRATIONS)})"

@@ -125,6 +125,11 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         f"From the search in `{src['search']}` (trial {src['trial']}, {src['weights']} weights"
         + (f", picked by {src['picked_by']}" if src.get("picked_by") else "")
+        + (
+            "; retrained from scratch with the final budget by `compactnas retrain`"
+            if src["weights"] == "retrained"
+            else ""
+        )
         + f"); data `{card['data']['source']}`, {card['data']['test_examples']} held-out test images.",
         "",
         f"Input `{card['model']['input_name']}`: float32 {' x '.join(str(d) for d in card['model']['input_shape'])}, "

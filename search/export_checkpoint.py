@@ -21,7 +21,7 @@ class Rebuilt:
     number: int
     frozen: Any  # the Optuna FrozenTrial
     checkpoint: Path
-    weights: str  # 'trained' or 'distilled'
+    weights: str  # 'trained', 'retrained' or 'distilled'
     blob: dict[str, Any]  # the checkpoint's contents
     arch: str
     model: torch.nn.Module
@@ -60,15 +60,20 @@ def select_trial(
 
 
 def find_checkpoint(out: Path, trial: int, frozen: Any, weights: str) -> tuple[Path, str]:
-    """The checkpoint file and which weights it holds ('trained' or 'distilled')."""
+    """The checkpoint file and which weights it holds ('trained', 'retrained' or 'distilled').
+
+    ``auto`` takes the most finished weights there are: distilled from a teacher, else retrained from
+    scratch with the final budget (``compactnas retrain``), else the search's proxy-trained ones.
+    """
     # A repeated architecture reuses its first trial's model.
     source = int(frozen.user_attrs.get("duplicate_of", trial))
-    distilled = out / "distilled" / f"trial_{source}.pt"
     trained = out / "checkpoints" / f"trial_{source}.pt"
-    if weights == "distilled" or (weights == "auto" and distilled.is_file()):
-        if not distilled.is_file():
-            raise ExportError(f"trial {trial} has no distilled weights (expected {distilled})")
-        return distilled, "distilled"
+    for kind in ("distilled", "retrained"):
+        path = out / kind / f"trial_{source}.pt"
+        if weights == kind or (weights == "auto" and path.is_file()):
+            if not path.is_file():
+                raise ExportError(f"trial {trial} has no {kind} weights (expected {path})")
+            return path, kind
     if not trained.is_file():
         raise ExportError(f"trial {trial} has no checkpoint (expected {trained})")
     return trained, "trained"

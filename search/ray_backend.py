@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from compactnas.core.data import Dataset, load_data
+from compactnas.core.data import Dataset, load_data, take_subset
 from compactnas.core.errors import ConfigError
 from compactnas.search.candidate import Infeasible, evaluate_candidate
 from compactnas.search.config import SearchConfig
@@ -55,6 +55,7 @@ def _trainable(
     torch.set_num_threads(max(1, int(cfg.cpus_per_trial)))
     number = int(config["trial_number"])
     data = data if data is not None else load_data(cfg.data, seed=cfg.seed, resize=cfg.resize)
+    data = take_subset(data, train=cfg.subset, val=cfg.val_subset, seed=cfg.seed)
     spec = parse_arch(config["arch"])
     objectives = resolve_objectives(cfg.objectives)
     tracker = _worker_tracker(settings["tracking_uri"], cfg.experiment)
@@ -283,6 +284,7 @@ def run_ray_search(cfg: SearchConfig, *, data: Dataset | None = None, quiet: boo
         raise ConfigError(f"Ray address must be HOST:PORT or ray://HOST:PORT, got '{cfg.address}'")
     data_given = data is not None
     data = data if data is not None else load_data(cfg.data, seed=cfg.seed, resize=cfg.resize)
+    data = take_subset(data, train=cfg.subset, val=cfg.val_subset, seed=cfg.seed)
     space = create_space(cfg.space, image_size=data.image_size, compress=cfg.compress)
     out = cfg.out_dir
     try:

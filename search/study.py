@@ -18,7 +18,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from compactnas.core.data import Dataset, TableSource, load_data
+from compactnas.core.data import Dataset, TableSource, load_data, take_subset
 from compactnas.core.errors import ConfigError, TrialDiverged
 from compactnas.search.candidate import Infeasible, evaluate_candidate
 from compactnas.search.config import SearchConfig
@@ -46,13 +46,16 @@ class SearchResult:
 
 
 def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
-    if cfg.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=cfg.population, seed=cfg.seed)
-    if cfg.sampler == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=cfg.seed, n_startup_trials=min(10, max(2, cfg.trials // 3))
-        )
-    return optuna.samplers.RandomSampler(seed=cfg.seed)
+    from compactnas.search.strategies import create_sampler, workers_of
+
+    return create_sampler(
+        cfg.sampler,
+        seed=cfg.seed,
+        trials=cfg.trials,
+        workers=workers_of(cfg),
+        space_name=cfg.space,
+        population=cfg.population,
+    )
 
 
 def storage_url(out_dir: Path) -> str:
@@ -214,6 +217,7 @@ def run_search(
     objectives = resolve_objectives(cfg.objectives)
     resolve_latency_model(cfg, objectives)  # an unknown device fails before data are loaded
     data = data if data is not None else load_data(cfg.data, seed=cfg.seed, resize=cfg.resize)
+    data = take_subset(data, train=cfg.subset, val=cfg.val_subset, seed=cfg.seed)
     latency_model = resolve_latency_model(cfg, objectives, num_classes=data.num_classes)
     if isinstance(data, TableSource):  # table data source: its columns are checked before any trial
         from compactnas.search.table_candidate import check_table

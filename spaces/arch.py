@@ -4,13 +4,15 @@ A whole network is one string of segments joined by ``-``::
 
     stem_k3_s1_c16-ds_r1_k3_s1_e1_c16-ir_r2_k5_s2_e6_c24_se0.25_pr0.25_wb4_ab8-fire_r1_s1_q8_c32-head_c128
 
-Block segments extend timm's block strings (``ds``, ``ir``) and add SqueezeNet's ``fire``. Keys appear in
+Block segments extend timm's block strings (``ds``, ``ir``, ``cn``, ``er``) and add SqueezeNet's ``fire``. Keys appear in
 one canonical order, so that ``format_arch(parse_arch(s)) == s`` holds for every valid string:
 
     stem  k s c            [wb ab]
     ds    r k s e c [se]   [pr wb ab]
     ir    r k s e c [se]   [pr wb ab]
     fire  r s q c          [pr wb ab]      q = squeeze channels; c = expand 1x1 + expand 3x3 channels
+    cn    r k s c          [pr wb ab]      plain k x k convolution + BN + ReLU (timm's ConvBnAct, no skip)
+    er    r k s e c [se]   [pr wb ab]      fused inverted residual: k x k expansion conv, 1x1 projection
     head  c                [wb ab]         c0 = no 1x1 head convolution
     cell  r c o                            a NAS-Bench-201 cell; o = its six edge operators as digits
     res   r s c                            a ResNet basic block (NAS-Bench-201's reduction block)
@@ -19,8 +21,8 @@ A ``cell`` stage's ``o`` lists the operator of each edge in NAS-Bench-201's orde
 3<-0, 3<-1, 3<-2), one digit per edge: 0 none, 1 skip_connect, 2 nor_conv_1x1, 3 nor_conv_3x3,
 4 avg_pool_3x3 (spaces/nb201.py; NAS-Bench-201's own notation ``|op~0|+|...|`` is read too).
 
-Compression keys: ``pr`` structured pruning ratio of the stage's hidden channels (an ir block's expanded
-channels, a fire block's squeeze channels; ds blocks have none), ``wb`` weight bits,
+Compression keys: ``pr`` structured pruning ratio of the stage's hidden channels (an ir or er block's
+expanded channels, a fire block's squeeze channels; ds and cn blocks have none), ``wb`` weight bits,
 ``ab`` activation bits. Defaults (pr0, wb32, ab32, se0) are omitted when formatting. timm reads ``p`` and
 ``a`` as kernel sizes and ignores unknown keys, so compression keys never reach timm (see build.py).
 """
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field, replace
 
 from compactnas.core.errors import ArchStringError
 
-BLOCK_KINDS = ("ds", "ir", "fire", "cell", "res")
+BLOCK_KINDS = ("ds", "ir", "fire", "cn", "er", "cell", "res")
 CELL_EDGES = 6
 CELL_OPS = 5  # digits 0..4 of a cell's ``o`` key
 WEIGHT_BITS = (2, 4, 8, 32)
@@ -130,7 +132,9 @@ _KEYS: dict[str, tuple[tuple[str, type, bool], ...]] = {
     "cell": (("r", int, True), ("c", int, True), ("o", str, True)),
     "res": (("r", int, True), ("s", int, True), ("c", int, True)),
 }  # fmt: skip
-_KEYS["ir"] = _KEYS["ds"]
+_KEYS["ir"] = _KEYS["er"] = _KEYS["ds"]
+_KEYS["cn"] = (("r", int, True), ("k", int, True), ("s", int, True), ("c", int, True),
+               ("pr", float, False), ("wb", int, False), ("ab", int, False))  # fmt: skip
 _DEFAULTS = {"se": 0.0, "pr": 0.0, "wb": 32, "ab": 32}
 _TOKEN = re.compile(r"^([a-z]+)(\d+(?:\.\d+)?)$")
 
@@ -293,6 +297,13 @@ def parse_arch(text: str) -> ArchSpec:
                               channels=c, squeeze=_channels(v["q"], seg, where, "q"),
                               prune=pr, wbits=wb, abits=ab)
                 )  # fmt: skip
+            elif kind == "cn":
+                _check(v["k"] in (1, 3, 5, 7, 9), seg, where, "kernel must be 1, 3, 5, 7 or 9")
+                _check(pr == 0, seg, where, "a cn block has no hidden channels to prune (pr)")
+                stages.append(
+                    BlockSpec(kind="cn", repeats=int(v["r"]), kernel=int(v["k"]), stride=int(v["s"]),
+                              channels=_channels(v["c"], seg, where), wbits=wb, abits=ab)
+                )  # fmt: skip
             else:
                 _check(v["k"] in (1, 3, 5, 7, 9), seg, where, "kernel must be 1, 3, 5, 7 or 9")
                 _check(0 < v["e"] <= 16, seg, where, "expansion must be in (0, 16]")
@@ -348,6 +359,8 @@ def format_stage(b: BlockSpec, *, compression: bool = True) -> str:
         return f"res_r{b.repeats}_s{b.stride}_c{b.channels}"
     if b.kind == "fire":
         toks = ["fire", f"r{b.repeats}", f"s{b.stride}", f"q{b.squeeze}", f"c{b.channels}"]
+    elif b.kind == "cn":
+        toks = ["cn", f"r{b.repeats}", f"k{b.kernel}", f"s{b.stride}", f"c{b.channels}"]
     else:
         toks = [
             b.kind,

@@ -89,13 +89,13 @@ def pruned(hidden: int, ratio: float) -> int:
 
 def hidden_channels(block: BlockSpec, in_chs: int) -> tuple[int, int]:
     """(dense, after pruning) hidden channels of one block of a stage with input ``in_chs``."""
-    if block.kind == "ir":
+    if block.kind in ("ir", "er"):
         dense = make_divisible(in_chs * block.expansion)
     elif block.kind == "fire":
         dense = block.squeeze
     else:
         dense = in_chs
-    return dense, (pruned(dense, block.prune) if block.kind != "ds" else dense)
+    return dense, (pruned(dense, block.prune) if block.kind not in ("ds", "cn") else dense)
 
 
 def conv_layer(
@@ -138,6 +138,8 @@ def _block_layers(
         if cin == b.channels and stride == 1:
             out.append(Layer(name=f"{p}.add", op="add", cin=cin, cout=cin, hin=h, win=w, hout=h, wout=w, wbits=wb, abits=ab, stage=st))  # fmt: skip
         return out
+    if b.kind in ("cn", "er"):
+        return _fused_layers(b, p, cin, hid, stride, h, w)
     dw_ch = hid if b.kind == "ir" else cin
     if b.kind == "ir":
         out.append(_conv(f"{p}.conv_pw", cin, hid, 1, 1, h, w, wb=wb, ab=ab, stage=st))
@@ -188,6 +190,37 @@ def _block_layers(
         out.append(Layer(name=f"{p}.se.mul", op="mul", cin=dw_ch, cout=dw_ch, hin=h, win=w, hout=h, wout=w, wbits=wb, abits=ab, stage=st))  # fmt: skip
     name = "conv_pwl" if b.kind == "ir" else "conv_pw"
     out.append(_conv(f"{p}.{name}", dw_ch, b.channels, 1, 1, h, w, wb=wb, ab=ab, stage=st))
+    if cin == b.channels and stride == 1:
+        out.append(Layer(name=f"{p}.add", op="add", cin=cin, cout=cin, hin=h, win=w, hout=h, wout=w, wbits=wb, abits=ab, stage=st))  # fmt: skip
+    return out
+
+
+def _se_layers(b: BlockSpec, p: str, cin: int, ch: int, h: int, w: int) -> list[Layer]:
+    """Squeeze-excite on ``ch`` channels; timm sizes its reduction from the block input (se / e)."""
+    wb, ab, st = b.wbits, b.abits, int(p.split(".")[1])
+    rd = round(make_divisible(cin * b.expansion) * (b.se / b.expansion))
+    return [
+        Layer(name=f"{p}.se.pool", op="gap", cin=ch, cout=ch, hin=h, win=w, wbits=wb, abits=ab, stage=st),
+        _conv(f"{p}.se.conv_reduce", ch, rd, 1, 1, 1, 1, bn=False, bias=True, wb=wb, ab=ab, stage=st),
+        _conv(f"{p}.se.conv_expand", rd, ch, 1, 1, 1, 1, bn=False, bias=True, wb=wb, ab=ab, stage=st),
+        Layer(name=f"{p}.se.mul", op="mul", cin=ch, cout=ch, hin=h, win=w, hout=h, wout=w, wbits=wb, abits=ab, stage=st),
+    ]  # fmt: skip
+
+
+def _fused_layers(
+    b: BlockSpec, p: str, cin: int, hid: int, stride: int, h: int, w: int
+) -> list[Layer]:
+    """timm's ConvBnAct (``cn``: one k x k conv, no skip) and EdgeResidual (``er``: k x k expansion
+    conv, optional SE, 1x1 linear projection, skip when shapes allow)."""
+    wb, ab, st = b.wbits, b.abits, int(p.split(".")[1])
+    if b.kind == "cn":
+        return [_conv(f"{p}.conv", cin, b.channels, b.kernel, stride, h, w, wb=wb, ab=ab, stage=st)]
+    exp = _conv(f"{p}.conv_exp", cin, hid, b.kernel, stride, h, w, wb=wb, ab=ab, stage=st)
+    out = [exp]
+    h, w = exp.hout, exp.wout
+    if b.se:
+        out += _se_layers(b, p, cin, hid, h, w)
+    out.append(_conv(f"{p}.conv_pwl", hid, b.channels, 1, 1, h, w, wb=wb, ab=ab, stage=st))
     if cin == b.channels and stride == 1:
         out.append(Layer(name=f"{p}.add", op="add", cin=cin, cout=cin, hin=h, win=w, hout=h, wout=w, wbits=wb, abits=ab, stage=st))  # fmt: skip
     return out

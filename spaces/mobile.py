@@ -1,4 +1,9 @@
-"""The ``mobile`` space: depthwise-separable and inverted-residual stages (MobileNetV2/V3 family)."""
+"""The ``mobile`` space: depthwise-separable, inverted-residual, plain-convolution and fused
+inverted-residual stages (MobileNetV2/V3, EfficientNetV2 and MobileDets families).
+
+Plain (``cn``) and fused (``er``) convolutions run as one dense k x k convolution, which CPUs and
+accelerators execute far better than a depthwise one at small inputs; depthwise blocks stay cheaper in
+MACs and parameters. The search decides per stage."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from compactnas.spaces.compression import sample_compression
 from compactnas.spaces.layout import stage_layout
 from compactnas.spaces.registry import register_space
 
+KINDS = ("ds", "ir", "cn", "er")
 KERNELS = (3, 5, 7)
 EXPANSIONS = (1, 3, 4, 6)
 SE_RATIOS = (0.0, 0.25)
@@ -29,8 +35,8 @@ class MobileSpace:
         )
         stages = []
         for i, (stride, choices) in enumerate(zip(strides, widths, strict=True)):
-            kind = trial.suggest_categorical(f"s{i}_kind", ("ds", "ir"))
-            exp = 1 if kind == "ds" else trial.suggest_categorical(f"s{i}_e", EXPANSIONS)
+            kind = trial.suggest_categorical(f"s{i}_kind", KINDS)
+            exp = 1 if kind in ("ds", "cn") else trial.suggest_categorical(f"s{i}_e", EXPANSIONS)
             stages.append(
                 BlockSpec(
                     kind=kind,
@@ -39,9 +45,11 @@ class MobileSpace:
                     stride=stride,
                     expansion=float(exp),
                     channels=trial.suggest_categorical(f"s{i}_c", choices),
-                    se=trial.suggest_categorical(f"s{i}_se", SE_RATIOS),
+                    se=0.0 if kind == "cn" else trial.suggest_categorical(f"s{i}_se", SE_RATIOS),
                     **(
-                        sample_compression(trial, i, prunable=kind == "ir") if self.compress else {}
+                        sample_compression(trial, i, prunable=kind in ("ir", "er"))
+                        if self.compress
+                        else {}
                     ),
                 )
             )

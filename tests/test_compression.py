@@ -171,7 +171,9 @@ def test_compressed_search_end_to_end(tmp_path, digits):
     result = run_search(cfg, data=digits, quiet=True)
     s = result.summary
     assert s["n_complete"] >= 2
-    assert s["pareto"] and all(("_pr" in r["arch"] or "_wb" in r["arch"]) for r in s["pareto"])
+    assert s["pareto"] and all(
+        any(k in r["arch"] for k in ("_pr", "_wb", "_ab")) for r in s["pareto"]
+    )
     for r in s["pareto"]:
         spec = parse_arch(r["arch"])
         assert r["params"] == count_params(spec, SHAPE, 10)

@@ -1,0 +1,47 @@
+"""``compactnas retrain OUT --top K --epochs E [--seeds S]``: final training of the front's best models."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    from compactnas.search.retrain import RetrainConfig
+
+    d = RetrainConfig()
+    p = sub.add_parser(
+        "retrain",
+        help="retrain the front's most accurate models from scratch with the final budget",
+        description="Train the K most accurate models of a search's front from scratch on the whole "
+        "training split with the search's recipe, for E epochs and S seeds. Weights of each model's best "
+        "seed go to OUT/retrained/ (found by `compactnas export`), results to OUT/retrained/retrain.json "
+        "and to MLflow, nested under the search's run.",
+    )
+    p.add_argument("out", help="the search's output folder")
+    p.add_argument("--top", type=int, default=d.top, metavar="K", help=f"models (default {d.top})")
+    p.add_argument(
+        "--epochs", type=int, default=d.epochs, help=f"epochs per model (default {d.epochs})"
+    )
+    p.add_argument(
+        "--seeds", type=int, default=d.seeds, help=f"seeds per model (default {d.seeds})"
+    )
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (default 1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_retrain)
+
+
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    from compactnas.search.retrain import RetrainConfig, run_retrain
+
+    cfg = RetrainConfig(top=args.top, epochs=args.epochs, seeds=args.seeds, threads=args.threads)
+    report = run_retrain(args.out, cfg, quiet=args.quiet)
+    for m in report["models"]:
+        t = m["test_accuracy"]
+        print(
+            f"trial {m['trial']}: test acc {t['mean']:.4f} +- {t['std']:.4f} ({cfg.seeds} seed(s); "
+            f"search {m['search_accuracy']:.4f} val)  {m['arch']}"
+        )
+    print(f"results in {Path(args.out).expanduser().resolve() / 'retrained' / 'retrain.json'}")
+    return 0

@@ -1,0 +1,260 @@
+"""``compactnas retrain``: the front's most accurate models trained from scratch with the final budget.
+
+A search ranks candidates by a cheap proxy (few epochs, maybe a subset of the data); what a model
+reaches with a full budget is another number. Each chosen model is trained on the whole training split,
+with the search's recipe, for ``epochs`` epochs and ``seeds`` seeds. The best seed's weights (by
+validation accuracy) go to OUT/retrained/trial_N.pt in the search's checkpoint format, where
+``compactnas export`` finds them; OUT/retrained/retrain.json is rewritten after every seed, and each model
+is an MLflow run nested under the search's run. Rerunning with the same settings skips finished models.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from compactnas.core.errors import ConfigError
+
+log = logging.getLogger("compactnas")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrainConfig:
+    top: int = 3
+    epochs: int = 30
+    seeds: int = 1
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("top", "epochs", "seeds", "threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def stats(values: list[float]) -> dict[str, Any]:
+    return {
+        "values": values,
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
+
+
+def final_train_config(search_cfg: dict[str, Any], *, epochs: int, seed: int) -> Any:
+    """The search's recipe (optimizer, learning rate, augmentation, ...) with the final budget."""
+    from compactnas.evaluators import TrainConfig
+
+    d = TrainConfig()
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=search_cfg.get("batch_size", d.batch_size),
+        lr=search_cfg.get("lr", d.lr),
+        optimizer=search_cfg.get("optimizer", d.optimizer),
+        weight_decay=search_cfg.get("weight_decay", d.weight_decay),
+        label_smoothing=search_cfg.get("label_smoothing", d.label_smoothing),
+        augment=search_cfg.get("augment", d.augment),
+        seed=seed,
+    )
+
+
+def train_final(spec: Any, data: Any, tc: Any) -> tuple[Any, dict[str, float]]:
+    """Train an architecture from scratch (compressed as its string says) on the whole training split;
+    returns the model and its validation/test accuracy, last training loss and seconds taken."""
+    import torch
+
+    from compactnas.evaluators import accuracy, is_compressed
+    from compactnas.evaluators.compression import compress
+    from compactnas.evaluators.train import train
+    from compactnas.spaces import create_model
+
+    t0 = time.time()
+    torch.manual_seed(tc.seed)
+    model = create_model(spec, num_classes=data.num_classes, in_chans=data.input_shape[0])
+    if is_compressed(spec):
+        got = compress(model, spec, data, tc)
+        loss = got.get("train_loss", got.get("loss", float("nan")))
+    else:
+        loss = train(model, data.train.x, data.train.y, tc)["loss"]
+    return model, {
+        "accuracy": accuracy(model, data.val.x, data.val.y),
+        "test_accuracy": accuracy(model, data.test.x, data.test.y),
+        "train_loss": float(loss),
+        "seconds": round(time.time() - t0, 2),
+    }
+
+
+def chosen_models(summary: dict[str, Any], top: int) -> list[dict[str, Any]]:
+    rows = [r for r in summary.get("pareto", []) if r.get("arch") and r.get("accuracy") is not None]
+    if not rows:
+        raise ConfigError("the search's front holds no model with an accuracy to retrain")
+    return sorted(rows, key=lambda r: (-r["accuracy"], r.get("trial", 0)))[:top]
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _save(path: Path, blob: dict[str, Any]) -> None:
+    import torch
+
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def run_retrain(
+    out_dir: str | Path, cfg: RetrainConfig, *, quiet: bool = False, data: Any | None = None
+) -> dict[str, Any]:
+    import torch
+
+    from compactnas.core.data import load_data
+    from compactnas.evaluators import is_compressed
+    from compactnas.search.results import load_summary
+    from compactnas.spaces import parse_arch
+    from compactnas.spaces.layers import count_params, size_bytes
+
+    out = Path(out_dir).expanduser().resolve()
+    summary = load_summary(out)
+    scfg = summary.get("config") or {}
+    if "data" not in scfg:
+        raise ConfigError(f"{out / 'summary.json'} lacks the search's config")
+    chosen = chosen_models(summary, cfg.top)
+    torch.set_num_threads(cfg.threads)
+    if data is None:  # the whole data set: no --subset, whatever the search used
+        data = load_data(scfg["data"], seed=scfg.get("seed", 0), resize=scfg.get("resize"))
+    say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    folder = out / "retrained"
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = {**asdict(cfg), "data": scfg["data"], "train_examples": len(data.train)}
+    settings.pop("threads")
+    report_path = folder / "retrain.json"
+    previous = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    done = {
+        m["trial"]: m
+        for m in previous.get("models", [])
+        if previous.get("settings") == settings and Path(m.get("checkpoint", "")).is_file()
+    }
+    report: dict[str, Any] = {"settings": settings, "models": []}
+    tracker = _Tracking(out, summary)
+    for row in chosen:
+        if row.get("trial") in done:
+            report["models"].append(done[row["trial"]])
+            say(f"trial {row.get('trial')}: already retrained, kept")
+            continue
+        spec = parse_arch(row["arch"])
+        entry: dict[str, Any] = {
+            "trial": row.get("trial"),
+            "arch": row["arch"],
+            "search_accuracy": row["accuracy"],
+            "search_test_accuracy": row.get("test_accuracy"),
+            "params": count_params(spec, data.input_shape, data.num_classes),
+            "size_bytes": size_bytes(spec, data.input_shape, data.num_classes),
+            "seeds": [],
+        }
+        report["models"].append(entry)
+        run_id = tracker.start(entry, cfg)
+        best = -1.0
+        for s in range(cfg.seeds):
+            tc = final_train_config(scfg, epochs=cfg.epochs, seed=scfg.get("seed", 0) * 1000 + s)
+            model, m = train_final(spec, data, tc)
+            entry["seeds"].append({"seed": tc.seed, **m})
+            tracker.seed(run_id, s, m)
+            if m["accuracy"] > best:
+                best = m["accuracy"]
+                ckpt = folder / f"trial_{row.get('trial')}.pt"
+                _save(ckpt, {
+                    "arch": row["arch"], "num_classes": data.num_classes,
+                    "input_shape": list(data.input_shape), "data": data.name,
+                    "compressed": is_compressed(spec), "metrics": m, "state_dict": model.state_dict(),
+                })  # fmt: skip
+                entry["checkpoint"] = str(ckpt)
+            for k in ("accuracy", "test_accuracy", "train_loss"):
+                entry[k] = stats([r[k] for r in entry["seeds"]])
+            _write_json(report_path, report)
+            say(
+                f"trial {row.get('trial')} seed {s}: test acc {m['test_accuracy']:.4f}, "
+                f"loss {m['train_loss']:.3f} ({m['seconds']:.0f} s)"
+            )
+        tracker.end(run_id, entry)
+    report["mlflow"] = tracker.info()
+    _write_json(report_path, report)
+    return report
+
+
+class _Tracking:
+    """Nested MLflow runs under the search's run; a tracking failure is a warning, the JSON still stands."""
+
+    def __init__(self, out: Path, summary: dict[str, Any]):
+        self.ml = summary.get("mlflow") or {}
+        self.runs: list[str] = []
+        self.tracker = None
+        if not self.ml.get("tracking_uri") or not self.ml.get("run_id"):
+            log.warning("summary.json names no MLflow run: retraining is in retrain.json only")
+            return
+        from compactnas.search.tracking import Tracker
+
+        experiment = (summary.get("config") or {}).get("experiment", "compactnas")
+        self.tracker = Tracker(self.ml["tracking_uri"], experiment, out / "mlartifacts")
+
+    def _safe(self, fn: Any, *args: Any) -> Any:
+        if self.tracker is None:
+            return None
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001 - results on disk matter more than the tracking copy
+            log.warning("could not record retraining in MLflow: %s", str(e).splitlines()[0:1])
+            self.tracker = None
+            return None
+
+    def start(self, entry: dict[str, Any], cfg: RetrainConfig) -> str | None:
+        params = {
+            "arch": entry["arch"],
+            "trial": entry["trial"],
+            "epochs": cfg.epochs,
+            "seeds": cfg.seeds,
+        }
+
+        def go() -> str:
+            assert self.tracker is not None
+            run_id = self.tracker.start_child(
+                self.ml["run_id"],
+                f"retrain-{entry['trial']}",
+                params,
+                tags={"compactnas.kind": "retrain"},
+            )
+            self.runs.append(run_id)
+            return run_id
+
+        return self._safe(go)
+
+    def seed(self, run_id: str | None, step: int, m: dict[str, float]) -> None:
+        if run_id is not None:
+            metrics = {f"seed_{k}": v for k, v in m.items()}
+            self._safe(lambda: self.tracker.log(run_id, metrics=metrics, step=step))
+
+    def end(self, run_id: str | None, entry: dict[str, Any]) -> None:
+        if run_id is None:
+            return
+        metrics = {}
+        for k in ("accuracy", "test_accuracy", "train_loss"):
+            metrics[f"{k}_mean"] = entry[k]["mean"]
+            metrics[f"{k}_std"] = entry[k]["std"]
+        self._safe(lambda: self.tracker.log(run_id, metrics=metrics))
+        self._safe(lambda: self.tracker.end(run_id, "FINISHED"))
+
+    def info(self) -> dict[str, Any]:
+        if not self.ml.get("run_id"):
+            return {}
+        return {
+            "tracking_uri": self.ml["tracking_uri"],
+            "parent_run_id": self.ml["run_id"],
+            "run_ids": self.runs,
+        }
