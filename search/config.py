@@ -131,7 +131,9 @@ class SearchConfig:
             if v is not None and not (v > 0 and math.isfinite(v)):
                 raise ConfigError(f"{name} must be a positive number, got {v}")
         if (self.table_accuracy or self.table_latency) and not self.data.startswith("table:"):
-            raise ConfigError("--table-accuracy/--table-latency need a table data source (table:PATH)")
+            raise ConfigError(
+                "--table-accuracy/--table-latency need a table data source (table:PATH)"
+            )
         if self.data.startswith("table:") and not self.table_accuracy:
             raise ConfigError("a table data source needs --table-accuracy COLUMN")
         if not self.study_name or not self.out:

@@ -96,6 +96,6 @@ def test_real_process_exit_status(tmp_path):
     assert proc.returncode == 2
     assert (
         proc.stderr.strip()
-        == "compactnas: error: unknown search space 'nope' (known: mobile, squeeze)"
+        == "compactnas: error: unknown search space 'nope' (known: mobile, nb201, squeeze)"
     )
     assert "Traceback" not in proc.stderr

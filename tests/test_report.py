@@ -161,7 +161,9 @@ def test_report_with_no_results(tmp_path, report):
     out = tmp_path / "R.md"
     assert report.main(["--results", str(results), "--out", str(out)]) == 0
     text = out.read_text()
-    assert text.count("Not run") == len(report.SECTIONS)  # every section; teacher reads compression.json
+    assert text.count("Not run") == len(
+        report.SECTIONS
+    )  # every section; teacher reads compression.json
     assert "Present: none" in text
 
 
