@@ -262,9 +262,10 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}",
         "--default-artifact-root", (out / "mlartifacts").as_uri(), "--host", args.host, "--port", str(args.port),
     ]  # fmt: skip
-    print(
-        f"MLflow UI for {out} at http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr
-    )
+    from compactnas.search.tracking import search_ui_url
+
+    url = search_ui_url(out, f"http://{args.host}:{args.port}")
+    print(f"MLflow UI for {out}: open {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     os.execv(sys.executable, cmd)
     return 0  # not reached
 
@@ -301,6 +302,7 @@ _EXTENSIONS = (
     "compactnas.cli_distill",
     "compactnas.cli_jobs",
     "compactnas.cli_track",
+    "compactnas.cli_dashboard",
     "compactnas.cli_retrain",
 )
 

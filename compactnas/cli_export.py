@@ -11,7 +11,10 @@ from typing import Any
 from compactnas.search.export_formats import CALIBRATIONS
 from compactnas.search.pick import PICKS
 
-_FORMATS_HELP = "onnx (default), onnx-int8, torchscript, state-dict, arch; repeat or comma-separate"
+_FORMATS_HELP = (
+    "onnx (default), onnx-int8, torchscript, state-dict, arch, tflite, tflite-int8, executorch, "
+    "executorch-int8; repeat or comma-separate"
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -34,6 +37,12 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--format", action="append", dest="formats", metavar="FORMAT", help=_FORMATS_HELP
+    )
+    p.add_argument(
+        "--device",
+        metavar="NAME",
+        help="a device profile: without --format, export the format its runtime loads (tflite-int8 for "
+        "TF Lite Micro, STM32Cube.AI, TinyEngine)",
     )
     p.add_argument(
         "--dest", metavar="DIR", help="folder for the exports (default OUT/exports/trial_N)"
@@ -66,8 +75,14 @@ def add_parser(sub: Any) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from compactnas.search.export import ExportConfig, ExportWarning, export
 
+    formats = tuple(args.formats or ())
+    if args.device and not formats:
+        from compactnas.search.export_edge import formats_for_device
+
+        formats, note = formats_for_device(args.device)
+        print(f"compactnas: {note}", file=sys.stderr)
     cfg = ExportConfig(
-        formats=tuple(args.formats or ("onnx",)),
+        formats=formats or ("onnx",),
         dest=args.dest,
         force=args.force,
         weights=args.weights,

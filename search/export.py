@@ -32,6 +32,7 @@ import torch
 
 from compactnas.core.errors import ConfigError
 from compactnas.core.files import write_text_atomic
+from compactnas.search import export_edge as edge
 from compactnas.search.export_checkpoint import (
     Rebuilt,
     check_formats,
@@ -55,10 +56,12 @@ from compactnas.search.export_formats import (
     write_torchscript,
 )
 
-FORMATS = ("onnx", "onnx-int8", "torchscript", "state-dict", "arch")
+FORMATS = ("onnx", "onnx-int8", "torchscript", "state-dict", "arch", *edge.EDGE_FORMATS)
 
 
 def file_name(fmt: str, trial: int) -> str:
+    if fmt in edge.EDGE_FORMATS:
+        return edge.file_name(fmt, trial)
     return {
         "onnx": f"trial_{trial}.onnx",
         "onnx-int8": f"trial_{trial}.int8.onnx",
@@ -241,6 +244,8 @@ def _export(
         if cfg.mlflow
         else {}
     )
+    if cfg.mlflow:
+        mlflow_info.update(edge.log_mlflow(True, out, summary, frozen, files, entries))
     for fmt, info in mlflow_info.items():
         if fmt in entries:
             entries[fmt]["mlflow"] = info
@@ -296,6 +301,9 @@ def _write_and_check(
             write_state_dict(
                 r.model, path, arch=r.arch, num_classes=r.data.num_classes, input_shape=r.shape
             )
+        elif fmt in edge.EDGE_FORMATS:
+            calib = edge.calibration_images(r.data.train.x, cfg.calibration_samples, r.seed)
+            entry.update(edge.write_edge(fmt, deploy, r.shape, path, calib))
         if fmt != "arch":
             entry.update(
                 verify(

@@ -10,7 +10,9 @@ from typing import Any
 from compactnas.search.export_formats import ExportError
 
 
-def export_table_trial(out: Path, number: int, frozen: Any, cfg: Any, summary: dict[str, Any]) -> Any:
+def export_table_trial(
+    out: Path, number: int, frozen: Any, cfg: Any, summary: dict[str, Any]
+) -> Any:
     from compactnas.search.export import ExportResult, _prepare_dest, file_name
 
     arch = str(frozen.user_attrs.get("arch"))
@@ -20,7 +22,9 @@ def export_table_trial(out: Path, number: int, frozen: Any, cfg: Any, summary: d
             f"a table search trains no weights, so it cannot export {', '.join(weighted)}: "
             "export its architecture with --format arch (train it with create_model first)"
         )
-    dest = Path(cfg.dest).expanduser().resolve() if cfg.dest else out / "exports" / f"trial_{number}"
+    dest = (
+        Path(cfg.dest).expanduser().resolve() if cfg.dest else out / "exports" / f"trial_{number}"
+    )
     _prepare_dest(dest, number, arch, cfg.formats, cfg.force)
     path = dest / file_name("arch", number)
     path.write_text(arch + "\n")

@@ -164,7 +164,14 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"{cal['samples']} training images"
             + (" (chosen on the validation split)." if cal.get("selection") else ".")
         )
-    logged = {f: e["mlflow"]["model_uri"] for f, e in card["exports"].items() if "mlflow" in e}
+    from compactnas.search.export_edge import card_lines
+
+    lines += card_lines(card["exports"])
+    logged = {
+        f: e["mlflow"].get("model_uri") or e["mlflow"].get("artifact")
+        for f, e in card["exports"].items()
+        if "mlflow" in e
+    }
     if logged:
         lines += ["", "MLflow models: " + ", ".join(f"{f} `{u}`" for f, u in logged.items()) + "."]
     if card.get("warnings"):

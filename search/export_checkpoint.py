@@ -98,9 +98,15 @@ def check_formats(arch: str, formats: Sequence[str]) -> None:
 
     spec = parse_arch(arch)
     low = reduced_bits(spec)
-    if "onnx-int8" in formats and low:
+    from compactnas.search import export_edge as edge
+
+    for fmt in formats:
+        if fmt in edge.EDGE_FORMATS:
+            edge.require(fmt)
+    int8 = [f for f in formats if f == "onnx-int8" or edge.is_int8(f)]
+    if int8 and low:
         raise ExportError(
-            "onnx-int8 cannot represent this architecture: it re-quantizes every layer to 8 bits with its "
+            f"{int8[0]} cannot represent this architecture: it re-quantizes every layer to 8 bits with its "
             f"own calibration, discarding the trained bit-widths of {', '.join(low)}; export 'onnx' or "
             "'torchscript', which keep the model's own quantization"
         )

@@ -42,9 +42,14 @@ def verify(
 ) -> dict[str, Any]:
     """Run the written file (not the in-memory model) on the test split and time it on this host."""
     from compactnas.evaluators import measure_latency_ms
+    from compactnas.search import export_edge as edge
 
     loaded = load_exported(path)
-    if isinstance(loaded, OnnxModel):
+    if edge.is_edge_model(loaded):
+        outputs = loaded(data.test.x)
+        latency = loaded.latency_ms(shape, min_run_time)
+        runtime = loaded.edge_runtime
+    elif isinstance(loaded, OnnxModel):
         outputs = loaded(data.test.x)
         latency = onnx_latency_ms(loaded.session, shape, min_run_time=min_run_time)
         runtime = onnxruntime_version()
@@ -53,7 +58,7 @@ def verify(
         latency = measure_latency_ms(loaded, shape, threads=1, min_run_time=min_run_time)
         runtime = f"torch {torch.__version__}" + (" (TorchScript)" if fmt == "torchscript" else "")
     a = compare(reference, outputs, labels)
-    if fmt == "onnx-int8" or quant_acts:
+    if fmt == "onnx-int8" or edge.is_int8(fmt) or quant_acts:
         rule, passed = f"top-1 agreement >= {MIN_AGREEMENT}", a.top1_agreement >= MIN_AGREEMENT
     else:
         rule, passed = f"max |diff| <= {FLOAT_TOLERANCE}", a.max_abs_diff <= FLOAT_TOLERANCE

@@ -296,7 +296,7 @@ def torch_logits(
 
 def logits_of(loaded: Any, x: torch.Tensor) -> np.ndarray:
     """Logits from anything ``load_exported`` returns."""
-    if isinstance(loaded, OnnxModel):
+    if isinstance(loaded, OnnxModel) or hasattr(loaded, "edge_runtime"):
         return loaded(x)
     return torch_logits(loaded, x)
 
@@ -365,7 +365,7 @@ def _load_state_dict_export(path: Path) -> nn.Module:
     return model.eval()
 
 
-_PREFERENCE = ("onnx", "torchscript", "state-dict", "onnx-int8")
+_PREFERENCE = ("onnx", "torchscript", "state-dict", "onnx-int8", "tflite", "executorch")
 
 
 def load_exported(path: str | Path, *, format: str | None = None) -> Any:  # noqa: A002 - the CLI's word
@@ -373,6 +373,7 @@ def load_exported(path: str | Path, *, format: str | None = None) -> Any:  # noq
 
     * ``.onnx`` -> an ``OnnxModel``: call it on an N x C x H x W array to get numpy logits (onnxruntime);
     * a TorchScript file -> a ``torch.jit.ScriptModule``;
+    * ``.tflite`` / ``.pte`` -> a model run by LiteRT / ExecuTorch: call it on an array, get numpy logits;
     * a state-dict export -> the ``nn.Module`` rebuilt from the architecture string stored in the file;
     * an export folder (with card.json) -> the export named by ``format``, else the first present of
       onnx, torchscript, state-dict, onnx-int8.
@@ -382,6 +383,10 @@ def load_exported(path: str | Path, *, format: str | None = None) -> Any:  # noq
         return _load_from_folder(p, format)
     if not p.is_file():
         raise ExportError(f"no such export: {p}")
+    if p.suffix in (".tflite", ".pte"):  # LiteRT and ExecuTorch (the edge extra)
+        from compactnas.search.export_edge import load_edge
+
+        return load_edge(p)
     if p.suffix == ".onnx":
         try:
             return OnnxModel(p)

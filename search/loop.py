@@ -36,6 +36,7 @@ from compactnas.search.storage import (
     requeue,
     trials_frame,
 )
+from compactnas.search.tracking import search_metrics
 from compactnas.spaces import create_space
 
 
@@ -261,7 +262,7 @@ class SearchLoop:
             return
         t = self.tracker
         keys = ("n_complete", "n_failed", "hypervolume")
-        t.log(self.parent_id, metrics={k: summary[k] for k in keys})
+        t.log(self.parent_id, metrics={**{k: summary[k] for k in keys}, **search_metrics(summary)})
         for name in ("summary.json", "pareto.csv", "pareto.png", "trials.csv"):
             if (self.cfg.out_dir / name).exists():
                 t.artifact(self.parent_id, self.cfg.out_dir / name)

@@ -128,12 +128,19 @@ def write_results(
         **(extra or {}),
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_front(out_dir / "pareto.png", complete, front, objectives)
+    plot_front(
+        out_dir / "pareto.png", complete, front, objectives, device=(extra or {}).get("device")
+    )
     return summary
 
 
 def plot_front(
-    path: Path, complete: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[Objective]
+    path: Path,
+    complete: pd.DataFrame,
+    front: pd.DataFrame,
+    objectives: Sequence[Objective],
+    *,
+    device: str | None = None,
 ) -> None:
     import matplotlib
 
@@ -157,7 +164,12 @@ def plot_front(
         ax.grid(alpha=0.3)
     if not complete.empty:
         axes[0][0].legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"{len(complete)} evaluated candidates, {len(front)} on the front")
+    where = "this host" if device in (None, "host") else f"device {device}"
+    fig.suptitle(
+        f"Pareto front on {where}: {', '.join(o.label for o in objectives)}\n"
+        f"{len(complete)} evaluated candidates, {len(front)} on the front",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -52,7 +52,11 @@ def evaluate_table_candidate(
 
         model = create_model(spec, num_classes=classes, in_chans=shape[0])
         metrics.update(
-            {k: v for k, v in static_metrics(spec, model, data, cfg, latency_model).items() if k not in metrics}
+            {
+                k: v
+                for k, v in static_metrics(spec, model, data, cfg, latency_model).items()
+                if k not in metrics
+            }
         )
     if on_static is not None:
         on_static(dict(metrics))

@@ -8,6 +8,7 @@ quiet; every trial is still in the study and the output folder, and ``compactnas
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -35,6 +36,66 @@ _HTTP_DEFAULTS = {
 
 class ParentRunMissing(ConfigError):
     """The study names a parent run the tracking store does not hold."""
+
+
+# MLflow 3 opens an experiment on its GenAI (traces) view unless the experiment says it trains models.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# The MLflow UI restores a saved runs-table view from an experiment tag with this prefix.
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+# Trial metrics shown as columns of the runs table (those a trial lacks stay empty).
+TRIAL_COLUMNS = (
+    "accuracy", "test_accuracy", "latency_ms", "size_bytes", "params", "macs", "energy_mj",
+    "peak_sram_kb", "epochs",
+)  # fmt: skip
+
+
+def search_run_name(params: dict[str, Any]) -> str | None:
+    """'space · device · folder' for a search's run, from its configuration; None without one."""
+    if "out" not in params:
+        return None
+    return f"{params.get('space', 'space')} · {params.get('device') or 'host'} · {Path(str(params['out'])).name}"
+
+
+def search_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The parent run's result metrics: front size, best validation accuracy on it, hypervolume."""
+    front = summary.get("pareto") or []
+    accs = [float(p["accuracy"]) for p in front if p.get("accuracy") is not None]
+    out = {"front_size": float(len(front)), "hypervolume": float(summary.get("hypervolume", 0.0))}
+    if accs:
+        out["best_accuracy"] = max(accs)
+    return out
+
+
+def runs_view_key(parent_id: str) -> str:
+    return f"compactnas-{parent_id}"
+
+
+def runs_view_state(parent_id: str) -> str:
+    """The runs table of one search: its trials, best accuracy first, key metrics as columns."""
+    return json.dumps(
+        {
+            "searchFilter": f"tags.`mlflow.parentRunId` = '{parent_id}'",
+            "orderByKey": "metrics.`accuracy`",
+            "orderByAsc": False,
+            "startTime": "ALL",
+            "lifecycleFilter": "Active",
+            "modelVersionFilter": "All Runs",
+            "datasetsFilter": [],
+            "selectedColumns": [
+                "attributes.`Run Name`",
+                "params.`arch`",
+                *(f"metrics.`{m}`" for m in TRIAL_COLUMNS),
+            ],
+            "viewMaximized": False,
+            "runListHidden": False,
+        }
+    )
+
+
+def runs_url(base: str, experiment_id: str, parent_id: str | None) -> str:
+    """The MLflow UI address of the runs table (of one search when ``parent_id`` is known)."""
+    url = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    return f"{url}?viewStateShareKey={runs_view_key(parent_id)}" if parent_id else url
 
 
 def default_tracking_uri(out_dir: Path) -> str:
@@ -91,6 +152,7 @@ class Tracker:
                 )
             else:
                 self.experiment_id = exp.experiment_id
+            client.set_experiment_tag(self.experiment_id, *EXPERIMENT_KIND)
             self._client = client
         return self._client
 
@@ -137,15 +199,25 @@ class Tracker:
                     ) from None
                 raise
             c.update_run(existing_run_id, status="RUNNING")
+            self._save_view(existing_run_id)
             return existing_run_id
         return self.new_parent(name, params)
 
     def new_parent(self, name: str, params: dict[str, Any]) -> str:
+        tags = {"compactnas.kind": "search", "compactnas.study": name}
         run = self.client.create_run(
-            self.experiment_id, run_name=name, tags={"compactnas.kind": "search"}
+            self.experiment_id, run_name=search_run_name(params) or name, tags=tags
         )
         self._log(run.info.run_id, params=params)
+        self._save_view(run.info.run_id)
         return run.info.run_id
+
+    def _save_view(self, parent_id: str) -> None:
+        self.client.set_experiment_tag(
+            self.experiment_id,
+            VIEW_TAG_PREFIX + runs_view_key(parent_id),
+            runs_view_state(parent_id),
+        )
 
     def start_child(
         self,
@@ -219,3 +291,20 @@ class Tracker:
             filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
             max_results=50000,
         )
+
+
+def search_ui_url(out: Path, base: str) -> str:
+    """The runs table of the search in ``out`` on the MLflow UI at ``base``; the UI's root when the
+    search's run cannot be found in its store."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+        run_id = summary["mlflow"]["run_id"]
+        from mlflow.tracking import MlflowClient
+
+        from compactnas.search.export_mlflow import resolve_tracking_uri
+
+        uri = resolve_tracking_uri(summary["mlflow"].get("tracking_uri"), out)
+        run = MlflowClient(tracking_uri=uri).get_run(run_id)
+        return runs_url(base, run.info.experiment_id, run_id)
+    except Exception:  # noqa: BLE001 - an address to start from is still useful
+        return base

@@ -190,7 +190,7 @@ def test_force_overwrites_and_new_formats_join_the_card(search, tmp_path, capsys
     "extra, message",
     [
         (["--trial", "7"], "has no trial 7"),
-        (["--trial", "0", "--format", "tflite"], "unknown export format 'tflite'"),
+        (["--trial", "0", "--format", "coreml"], "unknown export format 'coreml'"),
         (["--pick", "beauty"], "invalid choice"),
         (["--trial", "0", "--pick", "knee"], "not allowed with argument"),
     ],
@@ -352,7 +352,7 @@ def test_parse_formats():
     assert parse_formats(["onnx,arch", "onnx", "state_dict"]) == ("onnx", "arch", "state-dict")
     assert ExportConfig(formats="torchscript").formats == ("torchscript",)
     with pytest.raises(compactnas.CompactnasError, match="unknown export format"):
-        parse_formats("onnx,tflite")
+        parse_formats("onnx,coreml")
     with pytest.raises(compactnas.CompactnasError, match="unknown export option"):
         compactnas.export("/nowhere", trial=0, format="onnx")
 

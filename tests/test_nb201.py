@@ -39,7 +39,14 @@ def test_known_sizes_match_nas_bench_201():
     assert count_macs(big, (3, 32, 32), 10) == 220_119_680
 
 
-@pytest.mark.parametrize("text", [BEST, CUT_OFF, "|avg_pool_3x3~0|+|skip_connect~0|none~1|+|nor_conv_1x1~0|avg_pool_3x3~1|skip_connect~2|"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        BEST,
+        CUT_OFF,
+        "|avg_pool_3x3~0|+|skip_connect~0|none~1|+|nor_conv_1x1~0|avg_pool_3x3~1|skip_connect~2|",
+    ],
+)
 def test_layer_list_matches_built_model(text):
     torch.manual_seed(0)
     spec = parse_arch(text)

@@ -24,7 +24,13 @@ def _table(path, *, drop_convs=False):
         if drop_convs and "nor_conv_3x3" in ops:
             continue  # a table that lacks these architectures
         convs = sum(o.startswith("nor_conv") for o in ops)
-        rows.append({"arch": to_nb201_string(nb201_spec(ops)), "acc": 40.0 + 5 * convs, "dev_ms": 1.0 + convs})
+        rows.append(
+            {
+                "arch": to_nb201_string(nb201_spec(ops)),
+                "acc": 40.0 + 5 * convs,
+                "dev_ms": 1.0 + convs,
+            }
+        )
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
 
@@ -32,16 +38,22 @@ def _table(path, *, drop_convs=False):
 def test_table_source_and_lookup(tmp_path):
     path = _table(tmp_path / "t.csv")
     data = load_data(f"table:{path}")
-    assert isinstance(data, TableSource) and data.input_shape == (3, 32, 32) and data.num_classes == 10
+    assert (
+        isinstance(data, TableSource) and data.input_shape == (3, 32, 32) and data.num_classes == 10
+    )
     ev = create_evaluator("table", options={"accuracy": "acc", "latency": "dev_ms"})
     assert ev.trains is False
-    spec = nb201_spec(("nor_conv_3x3", "none", "skip_connect", "nor_conv_1x1", "none", "avg_pool_3x3"))
+    spec = nb201_spec(
+        ("nor_conv_3x3", "none", "skip_connect", "nor_conv_1x1", "none", "avg_pool_3x3")
+    )
     out = ev.evaluate(None, spec, data)
     assert out == {"accuracy": pytest.approx(0.50), "latency_ms": 3.0}  # percent scaled to [0, 1]
     # A table may key the same network by our grammar instead.
     ours = tmp_path / "ours.csv"
     pd.DataFrame([{"arch": format_arch(spec), "acc": 0.7}]).to_csv(ours, index=False)
-    out = create_evaluator("table", options={"accuracy": "acc"}).evaluate(None, spec, load_data(f"table:{ours}"))
+    out = create_evaluator("table", options={"accuracy": "acc"}).evaluate(
+        None, spec, load_data(f"table:{ours}")
+    )
     assert out == {"accuracy": 0.7}
 
 
@@ -51,7 +63,9 @@ def test_missing_architecture_and_bad_columns_are_clear(tmp_path):
     with pytest.raises(DataError, match="is not in the table"):
         ev.evaluate(None, nb201_spec(("nor_conv_3x3",) * 6), data)
     with pytest.raises(ConfigError, match="no numeric column 'nope'"):
-        create_evaluator("table", options={"accuracy": "nope"}).evaluate(None, nb201_spec(("none",) * 6), data)
+        create_evaluator("table", options={"accuracy": "nope"}).evaluate(
+            None, nb201_spec(("none",) * 6), data
+        )
     (tmp_path / "bad.csv").write_text("name,acc\nx,1\n")
     with pytest.raises(DataError, match="needs an 'arch' column"):
         load_data(f"table:{tmp_path / 'bad.csv'}")
@@ -70,11 +84,15 @@ def test_search_over_a_table(tmp_path):
     assert len(done) > 0
     for _, row in done.iterrows():
         code = row["arch"].split("_o")[1][:6]
-        assert row["latency_ms"] == 1.0 + code.count("2")  # the table's measurement, not the profile's
+        assert row["latency_ms"] == 1.0 + code.count(
+            "2"
+        )  # the table's measurement, not the profile's
         assert row["accuracy"] == pytest.approx(0.40 + 0.05 * code.count("2"))
         assert row["predicted_latency_ms"] > 0
     failed = trials[trials.state == "FAIL"]
-    assert all("is not in the table" in e for e in failed.error)  # only a cell with a 3x3 conv is missing
+    assert all(
+        "is not in the table" in e for e in failed.error
+    )  # only a cell with a 3x3 conv is missing
     assert all("3" not in a.split("_o")[1][:6] for a in done.arch)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["n_complete"] == len(done)
@@ -83,13 +101,30 @@ def test_search_over_a_table(tmp_path):
     text = exported.files["arch"].read_text().strip()
     assert text in set(done.arch) and exported.card["nb201"] == to_nb201_string(text)
     with pytest.raises(ExportError, match="trains no weights"):
-        export(tmp_path / "run", pick="accuracy", formats="onnx", mlflow=False, dest=str(tmp_path / "x"))
+        export(
+            tmp_path / "run",
+            pick="accuracy",
+            formats="onnx",
+            mlflow=False,
+            dest=str(tmp_path / "x"),
+        )
 
 
 def test_cli_column_errors_exit_2(tmp_path):
     path = _table(tmp_path / "t.csv", drop_convs=True)
-    base = [sys.executable, "-m", "compactnas", "search", "--space", "nb201", "--data", f"table:{path}"]
-    r = subprocess.run([*base, "--out", str(tmp_path / "a"), "--trials", "2"], capture_output=True, text=True)
+    base = [
+        sys.executable,
+        "-m",
+        "compactnas",
+        "search",
+        "--space",
+        "nb201",
+        "--data",
+        f"table:{path}",
+    ]
+    r = subprocess.run(
+        [*base, "--out", str(tmp_path / "a"), "--trials", "2"], capture_output=True, text=True
+    )
     assert r.returncode == 2 and "--table-accuracy" in r.stderr
     r = subprocess.run(
         [*base, "--table-accuracy", "nope", "--out", str(tmp_path / "b"), "--trials", "2"],

@@ -1,0 +1,135 @@
+"""Edge exports: LiteRT fp32 and full-integer int8, ExecuTorch fp32, each run in its own runtime on the
+held-out test split and compared with the PyTorch model rebuilt from the trial's checkpoint."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("litert_torch", reason="needs the edge extra: pip install 'compactnas[edge]'")
+pytest.importorskip("executorch", reason="needs the edge extra: pip install 'compactnas[edge]'")
+
+import compactnas  # noqa: E402
+from compactnas.cli import main  # noqa: E402
+from compactnas.core.data import load_data  # noqa: E402
+from compactnas.search import export_edge  # noqa: E402
+from compactnas.search.export_formats import ExportError, build_model, torch_logits  # noqa: E402
+
+FORMATS = "tflite,tflite-int8,executorch"
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    """One trial trained long enough that int8 rounding does not flip its near-ties wholesale."""
+    out = tmp_path_factory.mktemp("edge") / "out"
+    compactnas.run_search({"trials": 1, "epochs": 4, "seed": 0, "out": str(out)}, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(search):
+    return compactnas.export(
+        search,
+        trial=0,
+        formats=FORMATS,
+        dest=str(search.parent / "export"),
+        calibration_samples=256,
+        latency_min_run_time=0.02,
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(search):
+    ckpt = torch.load(search / "checkpoints" / "trial_0.pt", weights_only=True)
+    model = build_model(
+        ckpt["arch"], num_classes=ckpt["num_classes"], in_chans=ckpt["input_shape"][0]
+    )
+    model.load_state_dict(ckpt["state_dict"])
+    data = load_data("digits", seed=0)
+    return torch_logits(model.eval(), data.test.x), data
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "executorch"])
+def test_float_edge_export_matches_pytorch(fmt, exported, reference):
+    ref, data = reference
+    loaded = compactnas.load_exported(exported.files[fmt])
+    out = loaded(data.test.x)
+    assert out.shape == ref.shape
+    assert np.abs(out - ref).max() <= 1e-4
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.98
+    entry = exported.card["exports"][fmt]
+    assert entry["checks"]["passed"] and entry["checks"]["examples"] == len(ref)
+    assert entry["max_abs_diff"] <= 1e-4
+    assert entry["size_bytes"] == exported.files[fmt].stat().st_size > 0
+    assert fmt.split("-")[0] in entry["runtime"].lower() or "litert" in entry["runtime"].lower()
+
+
+def test_tflite_int8_is_full_integer_and_agrees(exported, reference):
+    from compactnas.search.export_litert import TfliteModel
+
+    ref, data = reference
+    model = compactnas.load_exported(exported.files["tflite-int8"])
+    assert isinstance(model, TfliteModel)
+    assert model.input["dtype"] == np.int8 and model.output["dtype"] == np.int8
+    out = model(data.test.x)
+    agreement = (out.argmax(1) == ref.argmax(1)).mean()
+    assert agreement >= 0.98
+    entry = exported.card["exports"]["tflite-int8"]
+    q = entry["quantization"]
+    assert q["input"] == TfliteModel.quant_params(model.input)
+    assert q["output"]["scale"] == pytest.approx(float(model.output["quantization"][0]))
+    assert q["samples"] == 256 and q["split"] == "train"
+    assert entry["top1_agreement"] == pytest.approx(agreement)
+    # int8 weights: well under half the fp32 file.
+    assert entry["size_bytes"] < 0.5 * exported.card["exports"]["tflite"]["size_bytes"]
+    md = (exported.dest / "card.md").read_text()
+    assert "int8 scale" in md and "TF Lite Micro" in md
+
+
+def test_edge_exports_logged_to_the_trial_run(search, exported):
+    from mlflow.tracking import MlflowClient
+
+    entry = exported.card["exports"]["tflite"]
+    assert "mlflow" in entry, exported.card.get("warnings")
+    client = MlflowClient(entry["mlflow"]["tracking_uri"])
+    run = client.get_run(entry["mlflow"]["run_id"])
+    for key in ("tflite", "tflite_int8", "executorch"):
+        assert run.data.metrics[f"export_{key}_top1_agreement"] >= 0.98
+        assert run.data.metrics[f"export_{key}_size_bytes"] > 0
+        files = [f.path for f in client.list_artifacts(run.info.run_id, f"exports/{key}")]
+        assert files and files[0].endswith((".tflite", ".pte"))
+
+
+def test_stm32_profile_takes_tflite_int8():
+    formats, note = export_edge.formats_for_device("stm32f746")
+    assert formats == ("tflite-int8",)
+    assert "stm32f746" in note and "tflite-int8" in note
+
+
+def test_device_flag_picks_the_runtime_format(search, exported, capsys):
+    dest = search.parent / "by_device"
+    code = main(
+        ["export", str(search), "--trial", "0", "--device", "stm32f746", "--dest", str(dest)]
+        + ["--no-mlflow", "-q", "--calibration-samples", "64"]
+    )
+    assert code == 0
+    assert "exporting tflite-int8" in capsys.readouterr().err
+    card = json.loads((dest / "card.json").read_text())
+    assert list(card["exports"]) == ["tflite-int8"]
+
+
+def test_missing_extra_is_one_line(monkeypatch, search, capsys):
+    real = export_edge.importlib.util.find_spec
+    monkeypatch.setattr(
+        export_edge.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "executorch" else real(name, *a),
+    )
+    with pytest.raises(ExportError, match=r"compactnas\[edge\]"):
+        export_edge.require("executorch")
+    code = main(["export", str(search), "--trial", "0", "--format", "executorch", "--dest",
+                 str(search.parent / "nope")])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'compactnas[edge]'" in err
