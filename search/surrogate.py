@@ -152,9 +152,15 @@ def hv_gain_mc(
     if len(front):
         free = ~(front[None, :, :] <= u[:, None, :]).all(-1).any(1)
         u = u[free]
-    gains = np.empty(len(cand))
-    for s in range(0, len(cand), 512):
-        gains[s : s + 512] = (cand[s : s + 512, None, :] <= u[None, :, :]).all(-1).sum(1)
+    gains = np.zeros(len(cand))
+    # A candidate the front already dominates adds nothing: only the others are counted, which is
+    # most of the cost saved once a front exists.
+    alive = np.arange(len(cand))
+    if len(front):
+        alive = np.flatnonzero(~(front[None, :, :] <= cand[:, None, :]).all(-1).any(1))
+    for s in range(0, len(alive), 512):
+        idx = alive[s : s + 512]
+        gains[idx] = (cand[idx, None, :] <= u[None, :, :]).all(-1).sum(1)
     return gains * box / n
 
 
