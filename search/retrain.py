@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import statistics
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from compactnas.core.errors import ConfigError
+from compactnas.core.files import replacing, write_json_atomic
 
 log = logging.getLogger("compactnas")
 
@@ -96,18 +96,11 @@ def chosen_models(summary: dict[str, Any], top: int) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (-r["accuracy"], r.get("trial", 0)))[:top]
 
 
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _save(path: Path, blob: dict[str, Any]) -> None:
     import torch
 
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(blob, tmp)
 
 
 def run_retrain(
@@ -178,14 +171,14 @@ def run_retrain(
                 entry["checkpoint"] = str(ckpt)
             for k in ("accuracy", "test_accuracy", "train_loss"):
                 entry[k] = stats([r[k] for r in entry["seeds"]])
-            _write_json(report_path, report)
+            write_json_atomic(report_path, report)
             say(
                 f"trial {row.get('trial')} seed {s}: test acc {m['test_accuracy']:.4f}, "
                 f"loss {m['train_loss']:.3f} ({m['seconds']:.0f} s)"
             )
         tracker.end(run_id, entry)
     report["mlflow"] = tracker.info()
-    _write_json(report_path, report)
+    write_json_atomic(report_path, report)
     return report
 
 
