@@ -58,9 +58,9 @@ class GuidedSampler(BaseSampler):
         self._explore = explore
         self._max_fit = max_fit_trials
         self._pool_cache: dict[tuple, np.ndarray] = {}
-        self._fitted: dict[int, tuple[np.ndarray, int]] = {}
+        self._fitted: dict[Any, tuple[np.ndarray, int]] = {}
 
-    def _hyper(self, k: int, n: int) -> dict[str, Any]:
+    def _hyper(self, k: Any, n: int) -> dict[str, Any]:
         """Kernel weights are re-learned when the data grew by a fifth since the last fit (the fit
         costs far more than the prediction), warm-started from the last ones."""
         if k not in self._fitted:
@@ -99,16 +99,15 @@ class GuidedSampler(BaseSampler):
             for t, c in zip(trials, taken, strict=True)
             if t.state == TrialState.COMPLETE and t.values is not None
         ]
+        if len(done) < self._n_startup:
+            return self._start(study, trial, search_space, taken)
         pool = self._candidates(names, choices, taken, [c for _, c in done])
         pool = pool[~self._matches_any(pool, taken)]
         if len(pool) == 0:
             return {}
-        if len(done) < self._n_startup:
-            pick = pool[self._rng.integers(len(pool))]
-        else:
-            # Small matrices: one BLAS thread is many times faster than several fighting for cores.
-            with threadpool_limits(limits=1):
-                pick = self._best(study, trials, taken, done, pool, choices)
+        # Small matrices: one BLAS thread is many times faster than several fighting for cores.
+        with threadpool_limits(limits=1):
+            pick = self._best(study, trials, taken, done, pool, choices)
         return {n: search_space[n].choices[int(i)] for n, i in zip(names, pick, strict=True)}
 
     def sample_independent(
@@ -119,6 +118,21 @@ class GuidedSampler(BaseSampler):
         param_distribution: BaseDistribution,
     ) -> Any:
         return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+    def _start(self, study, trial, search_space, taken) -> dict[str, Any]:
+        """Before the model has data: random search's own draws, drawn again only when they would
+        rebuild an architecture already taken (an equivalent cell counts as taken)."""
+        names = list(search_space)
+        choices = [search_space[n].choices for n in names]
+        params: dict[str, Any] = {}
+        for _ in range(100):
+            params = {
+                n: self._random.sample_independent(study, trial, n, search_space[n]) for n in names
+            }
+            code = self._encode(params, names, choices)
+            if not self._matches_any(code[None, :], taken)[0]:
+                break
+        return params
 
     # -- Candidates ---------------------------------------------------------------------------------
     def _encode(self, params: dict[str, Any], names: list[str], choices: list) -> np.ndarray:
@@ -179,23 +193,36 @@ class GuidedSampler(BaseSampler):
             hit |= (pool[:, asked] == t[asked]).all(1)
         return hit
 
+    def _models(self, x, y, features) -> tuple[list[CategoricalGP], np.ndarray]:
+        """One model per objective. A positive objective (latency, size, error) is modelled on a log
+        scale or as it is, whichever explains the data better (marginal likelihood, the log's
+        change of variables included): additive costs suit the raw scale, ratios the log."""
+        models, logged = [], np.zeros(y.shape[1], dtype=bool)
+        for k in range(y.shape[1]):
+            scales = ["raw", "log"] if (y[:, k] > 0).all() else ["raw"]
+            best = None
+            for scale in scales:
+                z = np.log(y[:, k]) if scale == "log" else y[:, k]
+                hyper = self._hyper((k, scale), len(x))
+                m = CategoricalGP(x, z, features, **hyper)
+                if hyper["refit"]:
+                    self._fitted[(k, scale)] = (m.theta, len(x))
+                score = m.log_evidence - (z.sum() if scale == "log" else 0.0)
+                if best is None or score > best[0]:
+                    best = (score, m, scale == "log")
+            models.append(best[1])
+            logged[k] = best[2]
+        return models, logged
+
     # -- The pick -----------------------------------------------------------------------------------
     def _best(self, study, trials, taken, done, pool, choices) -> np.ndarray:
         signs = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions])
         done = done[-self._max_fit :]
         x = np.stack([c for _, c in done])
         y = np.array([t.values for t, _ in done], dtype=float) * signs
-        # A positive objective spanning orders of magnitude (latency, size) is modelled on a log scale.
-        logged = (y > 0).all(0) & (y.max(0) > 10 * y.min(0).clip(1e-12))
-        z = np.where(logged, np.log(np.where(logged, y, 1.0)), y)
         groups = _choice_groups(choices)
-        tx, tp = _counts(x, groups), _counts(pool, groups)
-        models = []
-        for k in range(z.shape[1]):
-            hyper = self._hyper(k, len(x))
-            models.append(CategoricalGP(x, z[:, k], tx, **hyper))
-            if hyper["refit"]:
-                self._fitted[k] = (models[-1].theta, len(x))
+        tx, tp = _features(x, choices, groups), _features(pool, choices, groups)
+        models, logged = self._models(x, y, tx)
         preds = [m.predict(pool, tp) for m in models]
         mean = np.stack([p[0] for p in preds], 1)
         sd = np.stack([p[1] for p in preds], 1)
@@ -205,7 +232,9 @@ class GuidedSampler(BaseSampler):
         pending = [c for t, c in zip(trials, taken, strict=True) if t.state == TrialState.RUNNING]
         if pending:
             pend = np.stack(pending)
-            fantasy = np.stack([m.predict(pend, _counts(pend, groups))[0] for m in models], 1)
+            fantasy = np.stack(
+                [m.predict(pend, _features(pend, choices, groups))[0] for m in models], 1
+            )
             fantasy[:, logged] = np.exp(fantasy[:, logged])
             front = np.concatenate([front, fantasy])
         span = y.max(0) - y.min(0)
@@ -226,10 +255,22 @@ def _choice_groups(choices: list) -> list[tuple[np.ndarray, int]]:
     return [(np.array(idx), len(choices[idx[0]])) for idx in by_choices.values() if len(idx) > 1]
 
 
-def _counts(codes: np.ndarray, groups) -> np.ndarray:
-    """How often each choice is taken among parameters that offer the same choices, plus a constant."""
-    cols = [np.ones(len(codes))]
-    for cols_idx, levels in groups:
-        for v in range(levels):
-            cols.append((codes[:, cols_idx] == v).sum(1))
-    return np.stack(cols, 1)
+def _features(codes: np.ndarray, choices: list, groups) -> list[np.ndarray]:
+    """The additive part's feature blocks: each parameter's choice (one-hot), and how often each
+    choice is taken among parameters that offer the same choices. Each block is scaled so that one
+    architecture's features have a squared norm of at most 1."""
+    n, d = codes.shape
+    onehot = []
+    for j, ch in enumerate(choices):
+        # One extra column for a parameter the architecture never asked for.
+        cols = np.zeros((n, len(ch) + 1))
+        cols[np.arange(n), codes[:, j] + 1] = 1.0
+        onehot.append(cols)
+    blocks = [np.concatenate(onehot, 1) / np.sqrt(d)]
+    if groups:
+        counts = [
+            (codes[:, idx][:, :, None] == np.arange(levels)).sum(1) / len(idx)
+            for idx, levels in groups
+        ]
+        blocks.append(np.concatenate(counts, 1) / np.sqrt(len(groups)))
+    return blocks

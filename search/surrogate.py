@@ -1,9 +1,16 @@
 """A cheap surrogate for categorical architectures and the hypervolume gain of a proposal.
 
 Candidates are integer-coded choices (one column per parameter). The model is a Gaussian process whose
-kernel counts mismatched choices, each parameter with its own weight (learned by maximising the marginal
-likelihood): a few dozen evaluated cells are enough for it to tell which choices matter, where a forest or
-a linear model on one-hot features would still be guessing. Every objective is minimised here.
+kernel is the sum of two parts, their weights learned by maximising the marginal likelihood:
+
+- additive effects: a Bayesian linear model on feature blocks (one block per kind of feature, e.g. one
+  weight per choice of each parameter, and one per choice counted over parameters that offer the same
+  choices), each block with its own variance. A few dozen evaluated architectures already tell which
+  single choices matter (which edge should be a skip, how much a 3x3 convolution costs);
+- interactions: a kernel that counts mismatched choices, each parameter with its own weight.
+
+Unlike a fitted trend, the additive part keeps its uncertainty, so the predicted spread stays honest
+for choices few evaluations have tried. Every objective is minimised here.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from scipy.optimize import minimize
 
 _JITTER = 1e-8
-_RIDGE = 1.0  # on standardised targets: the trend is a prior guess, not a fit
+_WEIGHT_PRIOR_VAR = 0.5  # of each log weight (kernel weights, amplitude, additive blocks)
+_NOISE_PRIOR_VAR = 4.0  # of the log noise variance
 
 
 def _mismatch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -22,13 +30,18 @@ def _mismatch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class CategoricalGP:
-    """Exact GP regression with k(x, y) = exp(-sum_d w_d [x_d != y_d]) on standardised targets."""
+    """Exact GP regression on standardised targets with
+    k(x, y) = a exp(-sum_d w_d [x_d != y_d]) + sum_b s_b f_b(x) . f_b(y).
+
+    ``blocks`` are feature matrices (rows: the training codes); ``theta`` holds log w (one per
+    parameter), log a, log s (one per block) and the log noise variance.
+    """
 
     def __init__(
         self,
         x: np.ndarray,
         y: np.ndarray,
-        trend: np.ndarray | None = None,
+        blocks: list[np.ndarray] | None = None,
         *,
         theta: np.ndarray | None = None,
         refit: bool = True,
@@ -38,61 +51,94 @@ class CategoricalGP:
         self.mu = float(y.mean())
         self.sd = float(y.std()) or 1.0
         self.y = (y - self.mu) / self.sd
-        # An optional linear trend on summary features (ridge), with the GP modelling what it leaves.
-        self.beta = None
-        if trend is not None and trend.shape[1]:
-            f = np.asarray(trend, dtype=float)
-            self.beta = np.linalg.solve(f.T @ f + _RIDGE * np.eye(f.shape[1]), f.T @ self.y)
-            self.y = self.y - f @ self.beta
+        self.blocks = [np.asarray(b, dtype=float) for b in blocks or []]
+        self._lin = [b @ b.T for b in self.blocks]
         self._d = _mismatch(self.x, self.x).astype(float)
-        if theta is None or refit:
-            theta = self._fit(theta)
+        if theta is None or len(theta) != self._n_theta() or refit:
+            theta = self._fit(
+                theta if theta is not None and len(theta) == self._n_theta() else None
+            )
         self.theta = theta
-        self.log_w, self.log_noise = theta[:-1], float(theta[-1])
-        k = self._kernel(self._d, np.exp(self.log_w)) + (np.exp(self.log_noise) + _JITTER) * np.eye(
-            len(self.y)
-        )
+        dims, nb = self.x.shape[1], len(self.blocks)
+        self.log_w = theta[:dims]
+        self.amp = float(np.exp(theta[dims]))
+        self.scales = np.exp(theta[dims + 1 : dims + 1 + nb])
+        self.log_noise = float(theta[-1])
+        k = self._gram(theta)[0] + (np.exp(self.log_noise) + _JITTER) * np.eye(len(self.y))
         self._chol = cho_factor(k, lower=True)
         self._alpha = cho_solve(self._chol, self.y)
+        # Log marginal likelihood of the targets in their own units (standardising is a change of
+        # scale): models of the same targets on different scales compare through it.
+        self.log_evidence = (
+            -0.5 * self.y @ self._alpha
+            - np.log(np.diag(self._chol[0])).sum()
+            - len(self.y) * np.log(self.sd)
+        )
 
-    @staticmethod
-    def _kernel(mismatch: np.ndarray, w: np.ndarray) -> np.ndarray:
-        return np.exp(-(mismatch @ w))
+    def _n_theta(self) -> int:
+        return self.x.shape[1] + len(self.blocks) + 2
+
+    def _gram(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The noise-free kernel matrix and its interaction part alone."""
+        dims, nb = self.x.shape[1], len(self.blocks)
+        inter = np.exp(theta[dims]) * np.exp(-(self._d @ np.exp(theta[:dims])))
+        k = inter.copy()
+        for s, lin in zip(np.exp(theta[dims + 1 : dims + 1 + nb]), self._lin, strict=True):
+            k += s * lin
+        return k, inter
 
     def _nll(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        w, noise = np.exp(theta[:-1]), np.exp(theta[-1])
+        dims, nb = self.x.shape[1], len(self.blocks)
+        noise = np.exp(theta[-1])
         n = len(self.y)
-        kf = self._kernel(self._d, w)
-        k = kf + (noise + _JITTER) * np.eye(n)
+        kf, inter = self._gram(theta)
         try:
-            c = cho_factor(k, lower=True)
+            c = cho_factor(kf + (noise + _JITTER) * np.eye(n), lower=True)
         except np.linalg.LinAlgError:
             return 1e10, np.zeros_like(theta)
         alpha = cho_solve(c, self.y)
         nll = 0.5 * self.y @ alpha + np.log(np.diag(c[0])).sum()
         inner = np.outer(alpha, alpha) - cho_solve(c, np.eye(n))
         grad = np.empty_like(theta)
-        for j in range(len(w)):
-            grad[j] = -0.5 * np.sum(inner * (-w[j] * self._d[:, :, j] * kf))
+        w = np.exp(theta[:dims])
+        for j in range(dims):
+            grad[j] = -0.5 * np.sum(inner * (-w[j] * self._d[:, :, j] * inter))
+        grad[dims] = -0.5 * np.sum(inner * inter)
+        for b, (s, lin) in enumerate(
+            zip(np.exp(theta[dims + 1 : dims + 1 + nb]), self._lin, strict=True)
+        ):
+            grad[dims + 1 + b] = -0.5 * np.sum(inner * (s * lin))
         grad[-1] = -0.5 * np.trace(inner) * noise
-        # A weak prior keeps the weights and the noise in a sensible range with few points.
-        prior = 0.5 * ((theta[:-1] - np.log(0.5)) ** 2).sum() / 4 + 0.5 * (theta[-1] + 4) ** 2 / 4
-        grad[:-1] += (theta[:-1] - np.log(0.5)) / 4
-        grad[-1] += (theta[-1] + 4) / 4
-        return float(nll + prior), grad
+        # A weak prior keeps every weight and the noise in a sensible range with few points.
+        # The kernel weights' prior is the tighter one: with few points, maximising the likelihood
+        # would otherwise switch parameters off (weight near 0) and trust what is left too much.
+        centre = self._prior_centre()
+        var = np.r_[np.full(len(theta) - 1, _WEIGHT_PRIOR_VAR), _NOISE_PRIOR_VAR]
+        nll += 0.5 * (((theta - centre) ** 2) / var).sum()
+        grad += (theta - centre) / var
+        return float(nll), grad
+
+    def _prior_centre(self) -> np.ndarray:
+        dims, nb = self.x.shape[1], len(self.blocks)
+        return np.r_[np.full(dims, np.log(0.5)), np.log(0.5), np.full(nb, np.log(0.5)), -4.0]
 
     def _fit(self, start: np.ndarray | None) -> np.ndarray:
-        dims = self.x.shape[1]
-        theta0 = np.r_[np.full(dims, np.log(0.5)), -4.0] if start is None else start
-        bounds = [(np.log(1e-3), np.log(20.0))] * dims + [(np.log(1e-6), np.log(1.0))]
+        dims, nb = self.x.shape[1], len(self.blocks)
+        theta0 = self._prior_centre() if start is None else start
+        bounds = (
+            [(np.log(1e-3), np.log(20.0))] * dims
+            + [(np.log(1e-3), np.log(10.0))] * (1 + nb)
+            + [(np.log(1e-6), np.log(1.0))]
+        )
         res = minimize(self._nll, theta0, jac=True, method="L-BFGS-B", bounds=bounds)
         return res.x if np.isfinite(res.fun) else theta0
 
     def predict(
-        self, x: np.ndarray, trend: np.ndarray | None = None, chunk: int = 8192
+        self, x: np.ndarray, blocks: list[np.ndarray] | None = None, chunk: int = 4096
     ) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation, in the targets' own units."""
         x = np.asarray(x, dtype=np.int64)
+        blocks = [np.asarray(b, dtype=float) for b in blocks or []]
         w = np.exp(self.log_w)
         # sum_d w_d [x_d != y_d] = sum(w) - sum_d w_d [x_d == y_d]: one small matrix product per chunk.
         levels = int(max(x.max(initial=0), self.x.max(initial=0))) + 2
@@ -100,14 +146,16 @@ class CategoricalGP:
         means, sds = [], []
         for s in range(0, len(x), chunk):
             same = _one_hot(x[s : s + chunk], levels) @ train.T
-            ks = np.exp(same - w.sum())
+            ks = self.amp * np.exp(same - w.sum())
+            prior = np.full(len(ks), self.amp)
+            for scale, f, ftrain in zip(self.scales, blocks, self.blocks, strict=True):
+                part = f[s : s + chunk]
+                ks += scale * part @ ftrain.T
+                prior += scale * (part * part).sum(1)
             means.append(ks @ self._alpha)
             v = solve_triangular(self._chol[0], ks.T, lower=True)
-            sds.append(np.sqrt(np.clip(1.0 - (v * v).sum(0), 1e-12, None)))
-        mean = np.concatenate(means)
-        if self.beta is not None:
-            mean = mean + np.asarray(trend, dtype=float) @ self.beta
-        return mean * self.sd + self.mu, np.concatenate(sds) * self.sd
+            sds.append(np.sqrt(np.clip(prior - (v * v).sum(0), 1e-12, None)))
+        return np.concatenate(means) * self.sd + self.mu, np.concatenate(sds) * self.sd
 
 
 def _one_hot(x: np.ndarray, levels: int) -> np.ndarray:
