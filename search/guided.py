@@ -47,7 +47,7 @@ class GuidedSampler(BaseSampler):
         n_startup_trials: int = 10,
         canonical: Canonical | None = None,
         n_candidates: int = 3000,
-        explore: float = 0.5,
+        explore: float = 0.1,
         max_fit_trials: int = 400,
     ) -> None:
         self._rng = np.random.default_rng(seed)
@@ -226,6 +226,8 @@ class GuidedSampler(BaseSampler):
         preds = [m.predict(pool, tp) for m in models]
         mean = np.stack([p[0] for p in preds], 1)
         sd = np.stack([p[1] for p in preds], 1)
+        # Slightly optimistic: the additive part's uncertainty already favours untried choices, and
+        # more optimism spent evaluations on unlikely corners (measured on NAS-Bench-201).
         optimistic = mean - self._explore * sd
         optimistic[:, logged] = np.exp(optimistic[:, logged])
         front = y
