@@ -1,7 +1,8 @@
 """The surrogate-guided sampler: a cheap model of every objective picks the next architecture.
 
-After a few random (distinct) architectures, each proposal is the candidate whose predicted objectives
-would add the most hypervolume to the current front. Candidates are every architecture of a small space
+The first architectures are random search's own draws (drawn again only when equivalent to one already
+taken), so a search is never worse than random before the model has data. Then each proposal is the
+candidate whose predicted objectives would add the most hypervolume to the current front. Candidates are every architecture of a small space
 (NAS-Bench-201: 15,625 cells, 6,466 of them equivalent to another), or mutations and crossovers of the
 front plus random ones for a large space. Equivalent architectures collapse to one canonical assignment
 first, and nothing already evaluated, failed or still running is proposed again. Trials still running count
