@@ -129,7 +129,8 @@ def _train_job(name: str, seed_index: int, recipe: dict[str, Any], mcu_path: str
 def static_facts(model: Any, shape: tuple[int, int, int], arch: str | None, nc: int) -> dict:
     from compactnas.evaluators import count_macs, count_parameters
     from compactnas.hw_profiles import create_latency_model
-    from compactnas.hw_profiles.analysis import peak_activation_bytes, roofline_ms, weight_bytes
+    from compactnas.hw_profiles.analysis import roofline_ms, weight_bytes
+    from compactnas.hw_profiles.memory_plan import arena_bytes
     from compactnas.spaces.layers import arch_layers
 
     params = count_parameters(model)
@@ -156,7 +157,7 @@ def static_facts(model: Any, shape: tuple[int, int, int], arch: str | None, nc: 
         }
         mem = lm.profile.memory
         if mem is not None:
-            sram = peak_activation_bytes(ls) / 1024 + mem.runtime_sram_kb
+            sram = arena_bytes(ls, mem.planner) / 1024 + mem.runtime_sram_kb
             flash = weight_bytes(ls) / 1024 + mem.code_flash_kb
             entry.update(
                 peak_sram_kb=sram,

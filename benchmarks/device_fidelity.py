@@ -14,8 +14,10 @@ cells per bin, the one farthest from those chosen) and ``--skip-cut-off`` never 
 cells) and the published figures of FLOPs and HELP on the same table. ``--quick`` scores on 3,000 cells
 and runs 2 seeds. For the MCU file (``--mcu``), every named network becomes our int8 layer list; per
 (board, runtime) with latency rows, ms/MAC, ms/operator and ms/network are fitted and each row is
-predicted leave-one-network-out; SRAM and flash are our peak activations and weights plus a runtime
-constant (median, leave-one-out); the packaged board+runtime profiles predict every row they cover.
+predicted leave-one-row-out; SRAM is the runtime's own activation plan (hw_profiles/memory_plan.py)
+plus a runtime constant (median, leave-one-network-out: fitted without any row of the row's network),
+flash our int8 weights plus a runtime constant (median, leave-one-row-out); the packaged board+runtime
+profiles predict every row they cover.
 ``--write-mcu-profiles DIR`` writes those profiles (how hw_profiles/data/stm32*-*.json were made).
 
 Results go to benchmarks/results/device_fidelity.json, rewritten after every device and seed.
@@ -242,7 +244,8 @@ def run_mcu(path: Path, doc: dict, write_profiles: Path | None = None) -> None:
         rows.append({"network": r["network_id"], "board": board, "runtime": runtime,
                      "latency_ms": mr.number(r, "latency_ms"),
                      "sram_kb": mr.number(r, "peak_sram_kB", "peak_sram_KiB"),
-                     "flash_kb": mr.number(r, "flash_kB", "total_flash_KiB")})  # fmt: skip
+                     "flash_kb": mr.number(r, "flash_kB", "total_flash_KiB"),
+                     "source": r.get("source", {}).get("repo", "")})  # fmt: skip
     out: dict[str, Any] = {"file": str(path), "rows": len(rows), "groups": {}, "per_runtime": {}}
     fits: dict[tuple[str, str], Any] = {}
     for key in sorted({(r["board"], r["runtime"]) for r in rows}):
@@ -261,15 +264,23 @@ def run_mcu(path: Path, doc: dict, write_profiles: Path | None = None) -> None:
                                               "median_abs_err": float(np.median(np.abs(pred / y - 1)))}  # fmt: skip
     consts: dict[str, dict[str, float]] = {}
     for rt in sorted({r["runtime"] for r in rows}):
-        for kind, feat in (("sram_kb", "peak_act_kb"), ("flash_kb", "weights_kb")):
+        sram_feat = f"arena_{mr.PLANNER.get(rt, 'live')}_kb" if rt in mr.PLANNER else "peak_act_kb"
+        for kind, feat in (("sram_kb", sram_feat), ("flash_kb", "weights_kb")):
             g = [r for r in rows if r["runtime"] == rt and r[kind]]
             if len(g) < 2:
                 continue
             diff = np.array([r[kind] - feats[r["network"]][feat] for r in g])
-            consts.setdefault(rt, {})[kind] = float(np.median(diff))
-            for i, r in enumerate(g):
-                c = float(np.median(np.delete(diff, i)))
-                r[f"{kind}_pred_loo"] = feats[r["network"]][feat] + c
+            fit = np.array(
+                [kind != "sram_kb" or not r["source"].startswith(mr.OTHER_SRAM_SOURCES) for r in g]
+            )
+            consts.setdefault(rt, {})[kind] = float(np.median(diff[fit]))
+            # SRAM: leave-one-network-out; flash: leave-one-row-out (its model and check as before)
+            groups = (
+                [r["network"] for r in g] if kind == "sram_kb" else [str(i) for i in range(len(g))]
+            )
+            loo_c = mr.loo_constants(diff, groups, fit)
+            for r, c in zip(g, loo_c, strict=True):
+                r[f"{kind}_pred_loo"] = feats[r["network"]][feat] + float(c)
                 r[f"{kind}_err"] = _rel(r[f"{kind}_pred_loo"], r[kind])
         per: dict[str, Any] = {}
         for kind in ("latency", "sram_kb", "flash_kb"):
@@ -295,6 +306,7 @@ def profile_predictions(rows: list[dict], nets: dict) -> dict[str, Any]:
     sample where the profile was fitted to these rows; F746 profiles are clock-scaled H743 fits)."""
     from compactnas.core.errors import CompactnasError
     from compactnas.hw_profiles import analysis, load_profile
+    from compactnas.hw_profiles.memory_plan import arena_bytes
 
     errs: dict[str, dict[str, list[float]]] = {}
     for r in rows:
@@ -304,7 +316,7 @@ def profile_predictions(rows: list[dict], nets: dict) -> dict[str, Any]:
             continue
         layers = tuple(nets[r["network"]])
         pred = {"latency_ms": analysis.roofline_ms(prof, layers),
-                "sram_kb": analysis.peak_activation_bytes(layers) / 1024 + prof.memory.runtime_sram_kb,
+                "sram_kb": arena_bytes(layers, prof.memory.planner) / 1024 + prof.memory.runtime_sram_kb,
                 "flash_kb": analysis.weight_bytes(layers) / 1024 + prof.memory.code_flash_kb}  # fmt: skip
         r["profile"] = prof.name
         for k, v in pred.items():
@@ -319,6 +331,8 @@ def profile_predictions(rows: list[dict], nets: dict) -> dict[str, Any]:
 
 def write_mcu_profiles(fits: dict, consts: dict, folder: Path, label: str) -> None:
     """Profiles per board and runtime; boards without latency rows scale an H743 fit by clock."""
+    import mcu_reference as mr
+
     from compactnas.hw_profiles import load_profile, profile_from_dict
 
     base = load_profile("stm32f746").to_dict()
@@ -341,13 +355,15 @@ def write_mcu_profiles(fits: dict, consts: dict, folder: Path, label: str) -> No
             "bandwidth": bw, "layer_overhead_ms": float(coef[1]), "network_overhead_ms": float(coef[2]),
             "memory": {"sram_kb": sram, "flash_kb": flash,
                        "runtime_sram_kb": max(0.0, consts.get(rt, {}).get("sram_kb", 0.0)),
-                       "code_flash_kb": max(0.0, consts.get(rt, {}).get("flash_kb", 0.0))},
+                       "code_flash_kb": max(0.0, consts.get(rt, {}).get("flash_kb", 0.0)),
+                       "planner": mr.PLANNER.get(rt, "live")},
             "energy": base["energy"],
             "sources": {"throughput.int8": how, "layer_overhead_ms": how, "network_overhead_ms": how,
                         "throughput.fp32": "estimate: half the fitted int8 rate (int8 kernels pack two MACs per SIMD instruction; float kernels of the same runtime do not); no fp32 row is measured",
                         "bandwidth": f"64-bit bus at {clock} MHz; {cite}",
                         "memory.sram_kb": cite, "memory.flash_kb": cite,
-                        "memory.runtime_sram_kb": f"median over {rt} rows of measured peak SRAM minus our peak activations ({label})",
+                        "memory.runtime_sram_kb": f"median over {rt} rows of measured peak SRAM minus the {mr.PLANNER.get(rt, 'live')} plan of our activations ({label}; rows of {', '.join(mr.OTHER_SRAM_SOURCES)}, another quantity, left out)",
+                        "memory.planner": f"how {rt} lays out activations (hw_profiles/memory_plan.py)",
                         "memory.code_flash_kb": f"median over {rt} rows of measured flash minus our int8 weights ({label})",
                         "energy": base["sources"]["energy"]},
         }  # fmt: skip
@@ -498,9 +514,12 @@ def mcu_section(mcu: dict) -> list[str]:
     out = ["### Microcontrollers (published int8 measurements, mcu_reference.json)", ""]
     if "per_runtime" not in mcu:
         return out + [f"{mcu.get('status', 'not run')}", ""]
-    out += [f"{mcu['rows']} rows with a known board and runtime. Median absolute error, leave-one-network-out "
-            "(latency: per board+runtime fit of ms/MAC, ms/operator, ms/network; SRAM: our peak activations + "
-            "a runtime constant; flash: our int8 weights + a runtime constant); share within 15% in brackets.", ""]  # fmt: skip
+    out += [f"{mcu['rows']} rows with a known board and runtime. Median absolute error (latency: per board+runtime "
+            "fit of ms/MAC, ms/operator, ms/network, leave-one-row-out; peak SRAM: the runtime's activation planner "
+            "(TF-Lite Micro's greedy arena with its per-channel state, CMSIS-NN's scratch on top, TinyEngine's "
+            "in-place depthwise and shared im2col buffers, Cube.AI's overlapping input/output buffers) + a runtime "
+            "constant, leave-one-network-out, the mcunet README's SRAM column (another quantity) never fitted; "
+            "flash: our int8 weights + a runtime constant, leave-one-row-out); share within 15% in brackets.", ""]  # fmt: skip
     out += ["| runtime | latency | peak SRAM | flash |", "|---|---|---|---|"]
     for rt, d in mcu["per_runtime"].items():
         cells = [f"{d[k]['median_abs_err']:.1%} ({d[k]['within_15pct']:.0%}, n={d[k]['n']})" if k in d else "-"
