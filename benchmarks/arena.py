@@ -431,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.time()
     doc: dict[str, Any] = {
         "benchmark": "arena", "data": args.data, "data_name": name, "resize": resize,
-        "input_shape": list(data.input_shape), "train_examples": len(data.train),
+        "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+        "train_examples": len(data.train),
         "test_examples": len(data.test), "settings": s, "host": host_description(),
         "cpu_count": os.cpu_count(), "status": "running", "steps": {}, "found": [], "baselines": {},
         "devices": {d: ("int8" if d in INT8_DEVICES else "fp32") for d in DEVICES},
