@@ -101,7 +101,14 @@ def render_one(doc: dict[str, Any], results: Path, report_path: Path) -> list[st
         + ", ".join(
             f"{k.removesuffix('_s')} {v / 60:.1f} min" for k, v in doc.get("steps", {}).items()
         )
-        + (f"; total {doc['elapsed_s'] / 60:.1f} min." if "elapsed_s" in doc else "."),
+        + (f"; total {doc['elapsed_s'] / 60:.1f} min." if "elapsed_s" in doc else ".")
+        + (
+            f" {doc['baselines_reused']} baseline trainings were kept from an earlier run with the "
+            f"same data, recipe and examples (`--resume`), where training the baselines took "
+            f"{(doc.get('earlier_baselines_s') or 0) / 60:.1f} min."
+            if doc.get("baselines_reused")
+            else ""
+        ),
         "",
         "| model | test acc % | train loss | ORT ms (p10) | eager ms | rpi4 ms | a76 ms | "
         "stm32f746 ms (int8, fits) | params | MACs | dominated (measured / rpi4 / a76 / stm32) |",

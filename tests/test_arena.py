@@ -95,6 +95,21 @@ def test_arena_on_digits_writes_verdicts_and_report(tmp_path):
         and "lcnet_050@s1" in text
         and (tmp_path / "arena_digits.png").is_file()
     )
+    # --resume keeps every baseline training (same data, recipe, examples) and redoes the rest.
+    rc = arena.main(
+        ["--data", "digits", "--trials", "2", "--search-epochs", "1", "--final-epochs", "1",
+         "--seeds", "2", "--subset", "200", "--rounds", "2", "--baselines", names,
+         "--out", str(out), "--work", str(tmp_path / "work2"), "--resume"]
+    )  # fmt: skip
+    assert rc == 0
+    again = json.loads(out.read_text())
+    assert again["status"] == "complete" and again["baselines_reused"] == 6
+    for n, b in doc["baselines"].items():
+        assert again["baselines"][n]["test_accuracy"] == b["test_accuracy"]
+        assert again["baselines"][n]["timing"]["ort_median_ms"] > 0  # timed again
+    assert "kept from an earlier run" in "\n".join(
+        arena_report.render_one(again, tmp_path, tmp_path / "REPORT.md")
+    )
 
 
 def test_summary_counts_verdicts_flags_unconverged_and_says_by_how_much():
