@@ -304,6 +304,7 @@ _EXTENSIONS = (
     "compactnas.cli_track",
     "compactnas.cli_dashboard",
     "compactnas.cli_retrain",
+    "compactnas.cli_supernet",
 )
 
 
