@@ -12,7 +12,10 @@ another space is refused with one line.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,13 +62,15 @@ def read_checkpoint(folder: str | Path) -> dict[str, Any]:
     return blob
 
 
-def check_matches(blob: dict[str, Any], data: Any, space: str | None = None) -> None:
+def check_matches(
+    blob: dict[str, Any], data: Any, space: str | None = None, *, identity: bool = True
+) -> None:
     """SupernetMismatch unless the supernet was trained on this data (and space, when given)."""
     if space is not None and blob["space"] != space:
         raise SupernetMismatch(
             f"the supernet was trained on space '{blob['space']}', not '{space}'"
         )
-    if blob["data"] != data.name or blob["fingerprint"] != data_fingerprint(data):
+    if identity and (blob["data"] != data.name or blob["fingerprint"] != data_fingerprint(data)):
         raise SupernetMismatch(
             f"the supernet was trained on other data ('{blob['data']}', training split "
             f"{blob['fingerprint']}), not '{data.name}' ({data_fingerprint(data)})"
@@ -121,10 +126,9 @@ def inherited_model(
     return model
 
 
-# Per process: the supernets loaded (by checkpoint path and modification time) and the accuracies
-# measured with each, so candidates repeated across devices or trials are evaluated once.
+# Per process: the supernets loaded, by checkpoint path and modification time.
 _NETS: dict[tuple[str, int], Supernet] = {}
-_CACHE: dict[tuple[str, int], dict[str, dict[str, float]]] = {}
+CACHE = "inherited.db"
 
 
 def _key(folder: str) -> tuple[str, int]:
@@ -132,9 +136,45 @@ def _key(folder: str) -> tuple[str, int]:
     return str(path), path.stat().st_mtime_ns if path.is_file() else 0
 
 
+class AccuracyCache:
+    """Sub-network accuracies measured with one supernet, in ``DIR/inherited.db`` (SQLite, so that
+    worker processes and searches for several devices share it): each architecture is evaluated once
+    per supernet state, data split and calibration setting."""
+
+    def __init__(self, folder: str, context: str):
+        self.path = Path(folder).expanduser() / CACHE
+        self.context = context
+
+    def _db(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=60)
+        db.execute("CREATE TABLE IF NOT EXISTS acc (key TEXT PRIMARY KEY, metrics TEXT NOT NULL)")
+        return db
+
+    def get(self, arch: str) -> dict[str, float] | None:
+        with contextlib.closing(self._db()) as db:
+            row = db.execute(
+                "SELECT metrics FROM acc WHERE key = ?", (f"{self.context}|{arch}",)
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, arch: str, metrics: dict[str, float]) -> None:
+        with contextlib.closing(self._db()) as db, db:
+            db.execute(
+                "INSERT OR REPLACE INTO acc VALUES (?, ?)",
+                (f"{self.context}|{arch}", json.dumps(metrics)),
+            )
+
+
+def _split_digest(data: Any) -> str:
+    h = hashlib.sha256(data.val.y.numpy().tobytes())
+    h.update(data.test.y.numpy().tobytes())
+    h.update(str((len(data.train), tuple(data.train.y[:64].tolist()))).encode())
+    return h.hexdigest()[:12]
+
+
 @dataclass(kw_only=True)
 class SupernetEvaluator:
-    """Accuracy of a sub-network with inherited weights; ``model`` receives them (exported as is)."""
+    """Accuracy of a sub-network with inherited weights; ``model`` receives them when it is measured."""
 
     folder: str
     calib_batches: int = 8
@@ -143,30 +183,34 @@ class SupernetEvaluator:
     name: str = "supernet"
     trains: bool = False
 
-    def network(self, data: Any) -> tuple[Supernet, dict[str, dict[str, float]]]:
+    def network(self, data: Any) -> tuple[Supernet, AccuracyCache]:
         key = _key(self.folder)
         if key not in _NETS:
             blob = read_checkpoint(self.folder)
-            check_matches(blob, data, self.space)
+            # The search checked the data's identity on the whole data set; a worker may hold a subset.
+            check_matches(blob, data, self.space, identity=False)
             _NETS[key] = supernet_from(blob)
-        return _NETS[key], _CACHE.setdefault(key, {})
+        context = f"{key[1]}|{_split_digest(data)}|{self.calib_batches}x{self.calib_batch_size}"
+        return _NETS[key], AccuracyCache(self.folder, context)
 
     def evaluate(
         self, model: nn.Module | None, spec: Any, data: Any, *, report: Report | None = None
     ) -> dict[str, float]:
         key = str(as_spec(spec))
         net, cache = self.network(data)
-        if key in cache:  # trains=False: the search keeps no weights, only the metrics
-            return dict(cache[key])
+        hit = cache.get(key)
+        if hit is not None:  # trains=False: the search keeps no weights, only the metrics
+            return {**hit, "cached": 1.0}
         sub = inherited_model(
             net, key, data, batches=self.calib_batches, batch_size=self.calib_batch_size
         )
         if model is not None:
             model.load_state_dict(sub.state_dict())
             model.eval()
-        cache[key] = {
+        metrics = {
             "accuracy": accuracy(sub, data.val.x, data.val.y),
             "test_accuracy": accuracy(sub, data.test.x, data.test.y),
             "epochs": 0.0,
         }
-        return dict(cache[key])
+        cache.put(key, metrics)
+        return {**metrics, "cached": 0.0}

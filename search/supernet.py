@@ -240,3 +240,69 @@ def train_supernet(
         "checkpoint": str(path),
         "mlflow": {"tracking_uri": tracker.uri, "run_id": run_id},
     }
+
+
+def supernet_space(cfg: Any, data: Any) -> Any:
+    """The sub-space of the supernet a search names (``cfg.supernet``), once it fits the search's data
+    and space; a supernet made for other data or another space is refused in one line."""
+    from compactnas.evaluators.supernet import check_matches, read_checkpoint
+    from compactnas.spaces.elastic import ElasticSpace
+
+    if cfg.compress:
+        raise ConfigError(
+            "a supernet's sub-networks carry no compression keys: search without --compress and "
+            "compress the chosen models when fine-tuning them"
+        )
+    if not hasattr(data, "train"):
+        raise ConfigError("a supernet search needs image data, not a table")
+    blob = read_checkpoint(cfg.supernet)
+    check_matches(blob, data, cfg.space)
+    return ElasticSpace.from_dict(blob["elastic"])
+
+
+def search_data(scfg: dict[str, Any]) -> Any:
+    """The data a search evaluated on: its split, and its training subset (batch-norm calibration)."""
+    from compactnas.core.data import load_data, take_subset
+
+    seed = int(scfg.get("seed", 0))
+    data = load_data(scfg.get("data", "digits"), seed=seed, resize=scfg.get("resize"))
+    return take_subset(data, train=scfg.get("subset"), val=scfg.get("val_subset"), seed=seed)
+
+
+def inherited_model_for(
+    scfg: dict[str, Any], arch: str, data: Any | None = None
+) -> tuple[Any, Any]:
+    """(model with inherited weights and recalibrated batch norm, data): what the supernet evaluator
+    measured for ``arch`` in the search configured by ``scfg``."""
+    from compactnas.evaluators.supernet import SupernetEvaluator, inherited_model
+
+    data = data if data is not None else search_data(scfg)
+    ev = SupernetEvaluator(folder=scfg["supernet"], space=scfg.get("space"))
+    net, _ = ev.network(data)
+    model = inherited_model(
+        net, arch, data, batches=ev.calib_batches, batch_size=ev.calib_batch_size
+    )
+    return model, data
+
+
+def inherited_checkpoint(out: Path, summary: dict[str, Any], frozen: Any) -> Path | None:
+    """``OUT/checkpoints/trial_N.pt`` for a trial of a supernet search, written from the supernet the
+    first time it is needed (a search keeps no weights per candidate: they are the supernet's)."""
+    import torch
+
+    number = int(frozen.user_attrs.get("duplicate_of", frozen.number))
+    path = out / "checkpoints" / f"trial_{number}.pt"
+    arch = frozen.user_attrs.get("arch")
+    if path.is_file() or arch is None or frozen.state.name != "COMPLETE":
+        return path if path.is_file() else None
+    model, data = inherited_model_for(summary.get("config") or {}, arch)
+    with replacing(path) as tmp:
+        torch.save(
+            {
+                "arch": arch, "num_classes": data.num_classes, "input_shape": list(data.input_shape),
+                "data": data.name, "compressed": False, "init": "inherited",
+                "metrics": frozen.user_attrs.get("metrics", {}), "state_dict": model.state_dict(),
+            },
+            tmp,
+        )  # fmt: skip
+    return path
