@@ -47,6 +47,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("device_fidelity", "device_fidelity:render"),
     ("search_strategies", "search_strategies:render"),
     ("parallel_workers", "parallel_workers:render"),
+    ("supernet", "supernet:render"),
 )
 BENCHMARKS = tuple(dict.fromkeys(name for name, _ in SECTIONS))
 PACKAGES = ("torch", "timm", "optuna", "ray", "mlflow", "compactnas")
