@@ -56,6 +56,13 @@ def add_parser(sub: Any) -> None:
     )
     t.add_argument("--seed", type=int, default=d.seed, help="split and training seed (default 0)")
     t.add_argument("--threads", type=int, default=d.threads, help="torch threads (default 1)")
+    t.add_argument(
+        "--backend",
+        default=d.backend,
+        help="local (default) or ray: Ray Train's TorchTrainer, data-parallel workers (gloo on CPU)",
+    )
+    t.add_argument("--workers", type=int, default=d.workers, help="Ray Train workers (default 2)")
+    t.add_argument("--address", default=None, help="Ray cluster to join (default: a local one)")
     t.add_argument("--out", default=d.out, help=f"output folder (default {d.out})")
     t.add_argument("--resume", action="store_true", help="continue the supernet in --out")
     t.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (OUT/mlflow.db)")
@@ -72,7 +79,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         label_smoothing=args.label_smoothing, augment=args.augment, n_random=args.random_subnets,
         temperature=args.temperature, threads=args.threads, out=args.out, resume=args.resume,
-        tracking_uri=args.tracking_uri,
+        tracking_uri=args.tracking_uri, backend=args.backend, workers=args.workers,
+        address=args.address,
     )  # fmt: skip
     meta = train_supernet(cfg, quiet=args.quiet)
     last = meta["history"][-1] if meta["history"] else {}

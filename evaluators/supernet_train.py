@@ -44,9 +44,19 @@ class SandwichTrainer:
     """Optimizer, schedule and random state of one supernet training; resumable through state_dict."""
 
     def __init__(
-        self, net: Any, x: torch.Tensor, y: torch.Tensor, tc: TrainConfig, sw: SandwichConfig
+        self,
+        net: Any,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        tc: TrainConfig,
+        sw: SandwichConfig,
+        *,
+        shard: tuple[int, int] = (0, 1),
     ):
         self.net, self.x, self.y, self.tc, self.sw = net, x, y, tc, sw
+        # (rank, world size) of data-parallel training: each rank takes its share of every batch and
+        # the gradients are averaged across ranks (torch.distributed) before each optimizer step.
+        self.rank, self.world = shard
         self.steps_per_epoch = max(1, math.ceil(len(y) / tc.batch_size))
         self.opt = _optimizer(net, tc, tc.lr)
         self.sched = (
@@ -96,6 +106,8 @@ class SandwichTrainer:
             kd.backward()
             if i == 0:
                 small_loss = kd.item()
+        if self.world > 1:
+            average_gradients(self.net, self.world)
         self.opt.step()
         if self.sched is not None:
             self.sched.step()
@@ -108,11 +120,23 @@ class SandwichTrainer:
         seen = 0
         for i in range(0, len(self.y), self.tc.batch_size):
             idx = perm[i : i + self.tc.batch_size]
-            if len(idx) < 2:  # batch norm needs two examples
+            if len(idx) < 2 * self.world:  # batch norm needs two examples on every rank
                 continue
+            idx = idx[self.rank :: self.world]
             xb = _augment(self.x[idx], self.mode, self.gen).contiguous()
             lb, ls = self.step(xb, self.y[idx])
             big += lb * len(idx)
             small += ls * len(idx)
             seen += len(idx)
         return {"loss_largest": big / max(1, seen), "kd_loss_smallest": small / max(1, seen)}
+
+
+def average_gradients(net: Any, world: int) -> None:
+    """Every rank's gradients replaced by their mean over all ranks (one all-reduce per tensor)."""
+    import torch.distributed as dist
+
+    for p in net.parameters():
+        if p.grad is None:  # the same sub-networks run on every rank; zeros keep the calls matched
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= world

@@ -45,6 +45,11 @@ class SupernetConfig:
     resume: bool = False
     tracking_uri: str | None = None
     experiment: str = "compactnas"
+    backend: str = (
+        "local"  # or "ray": Ray Train's TorchTrainer, data-parallel workers (gloo on CPU)
+    )
+    workers: int = 2  # Ray Train workers
+    address: str | None = None  # Ray cluster to join (default: start a local one)
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -54,6 +59,10 @@ class SupernetConfig:
         for name in ("epochs", "batch_size", "threads", "calib_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.backend not in ("local", "ray"):
+            raise ConfigError(f"unknown backend '{self.backend}' (use local or ray)")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.subset is not None and self.subset < 2:
             raise ConfigError(f"subset must be at least 2 examples, got {self.subset}")
 
@@ -64,7 +73,16 @@ class SupernetConfig:
     def recipe(self) -> dict[str, Any]:
         """The settings that define a training: a resume must keep them (threads, out and tracking aside)."""
         d = dataclasses.asdict(self)
-        for k in ("threads", "out", "resume", "tracking_uri", "experiment"):
+        for k in (
+            "threads",
+            "out",
+            "resume",
+            "tracking_uri",
+            "experiment",
+            "backend",
+            "workers",
+            "address",
+        ):
             d.pop(k)
         return d
 
@@ -78,7 +96,9 @@ class SupernetConfig:
         )  # fmt: skip
 
 
-def _start(cfg: SupernetConfig, data: Any, train: Any) -> tuple[Any, Any, dict[str, Any]]:
+def _start(
+    cfg: SupernetConfig, data: Any, train: Any, shard: tuple[int, int] = (0, 1)
+) -> tuple[Any, Any, dict[str, Any]]:
     """(supernet, trainer, checkpoint metadata): fresh, or resumed from ``OUT/supernet.pt``."""
     import torch
 
@@ -112,7 +132,7 @@ def _start(cfg: SupernetConfig, data: Any, train: Any) -> tuple[Any, Any, dict[s
     net = Supernet(space, num_classes=data.num_classes, in_chans=data.input_shape[0])
     trainer = SandwichTrainer(
         net, train.train.x, train.train.y, cfg.train_config(),
-        SandwichConfig(n_random=cfg.n_random, temperature=cfg.temperature),
+        SandwichConfig(n_random=cfg.n_random, temperature=cfg.temperature), shard=shard,
     )  # fmt: skip
     if blob is not None:
         net.load_state_dict(blob["state_dict"])
@@ -179,6 +199,33 @@ def _relog(tracker: Any, run_id: str, history: list[dict[str, Any]]) -> None:
             tracker.log(run_id, metrics=stats, step=h["epoch"])
 
 
+def run_epochs(
+    cfg: SupernetConfig,
+    data: Any,
+    net: Any,
+    trainer: Any,
+    meta: dict[str, Any],
+    *,
+    save: bool = True,
+    on_epoch: Any = None,
+) -> None:
+    """The epochs still to train; with ``save`` (rank 0), curves measured and the checkpoint replaced
+    after each. ``on_epoch(epoch, stats)`` follows every epoch, on every rank."""
+    for epoch in range(meta["epochs_done"] + 1, cfg.epochs + 1):
+        t0 = time.time()
+        stats = trainer.epoch()
+        if save:
+            stats.update(_curves(net, data, cfg))
+        stats["epoch_seconds"] = round(time.time() - t0, 2)
+        meta["epochs_done"] = epoch
+        meta["seconds"] = round(meta["seconds"] + stats["epoch_seconds"], 2)
+        meta["history"].append({"epoch": epoch, **stats})
+        if save:
+            _save(cfg, net, trainer, meta)
+        if on_epoch is not None:
+            on_epoch(epoch, stats)
+
+
 def train_supernet(
     config: SupernetConfig | None = None,
     *,
@@ -211,26 +258,34 @@ def train_supernet(
     run_id = meta.get("mlflow_run_id")
     if run_id is None or tracker.status(run_id) is None:
         run_id = tracker.new_parent(f"supernet · {cfg.space} · {cfg.out_dir.name}", cfg.recipe())
-        tracker.log(run_id, tags={"compactnas.kind": "supernet"})
+        tracker.log(run_id, tags={"compactnas.kind": "supernet"}, params={"backend": cfg.backend})
         meta["mlflow_run_id"] = run_id
+    if not meta["epochs_done"]:
+        _save(cfg, net, trainer, meta)  # epoch 0: the starting weights and the run, for --resume
     _relog(tracker, run_id, meta["history"])
     if meta["epochs_done"]:
         say(f"resumed: {meta['epochs_done']} of {cfg.epochs} epoch(s) already done")
-    for epoch in range(meta["epochs_done"] + 1, cfg.epochs + 1):
-        t0 = time.time()
-        stats = trainer.epoch()
-        stats.update(_curves(net, data, cfg))
-        stats["epoch_seconds"] = round(time.time() - t0, 2)
-        meta["epochs_done"] = epoch
-        meta["seconds"] = round(meta["seconds"] + stats["epoch_seconds"], 2)
-        meta["history"].append({"epoch": epoch, **stats})
-        path = _save(cfg, net, trainer, meta)
+
+    def log(epoch: int, stats: dict[str, float]) -> None:
         tracker.log(run_id, metrics=stats, step=epoch)
         say(
             f"epoch {epoch}/{cfg.epochs}: loss {stats['loss_largest']:.3f}, val acc largest "
             f"{stats['val_accuracy_largest']:.3f} smallest {stats['val_accuracy_smallest']:.3f} "
             f"({stats['epoch_seconds']:.1f} s)"
         )
+
+    if cfg.backend == "ray":
+        from compactnas.search.supernet_ray import train_on_ray
+
+        train_on_ray(cfg, say)  # data-parallel workers continue from the checkpoint just written
+        meta = {
+            k: v
+            for k, v in read_supernet(cfg.out_dir).items()
+            if k not in ("state_dict", "trainer")
+        }
+        _relog(tracker, run_id, meta["history"])
+    else:
+        run_epochs(cfg, data, net, trainer, meta, on_epoch=log)
     path = cfg.out_dir / "supernet.pt"
     tracker.artifact(run_id, path)
     tracker.artifact(run_id, cfg.out_dir / "supernet.json")
@@ -240,6 +295,12 @@ def train_supernet(
         "checkpoint": str(path),
         "mlflow": {"tracking_uri": tracker.uri, "run_id": run_id},
     }
+
+
+def read_supernet(folder: Path) -> dict[str, Any]:
+    from compactnas.evaluators.supernet import read_checkpoint
+
+    return read_checkpoint(folder)
 
 
 def supernet_space(cfg: Any, data: Any) -> Any:
