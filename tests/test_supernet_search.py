@@ -143,3 +143,14 @@ def test_retrain_starts_from_inherited_or_scratch_weights(searched, capsys):
             report["models"][0]["init"] == init_kind and report["models"][0]["arch"] == best["arch"]
         )
     assert "scratch init" in capsys.readouterr().out
+
+
+def test_init_choices_are_checked():
+    from compactnas.core.errors import ConfigError
+    from compactnas.search.distill import DistillConfig
+    from compactnas.search.retrain import RetrainConfig
+
+    assert DistillConfig(init="inherited").init == "inherited"
+    for make in (DistillConfig, RetrainConfig):
+        with pytest.raises(ConfigError, match="unknown --init 'warm'"):
+            make(init="warm")
