@@ -46,6 +46,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("device_fidelity", "device_fidelity:render"),
     ("search_strategies", "search_strategies:render"),
     ("parallel_workers", "parallel_workers:render"),
+    ("supernet", "supernet:render"),
     ("baselines", "report_sections.baselines:render"),  # the 8x8 comparison, kept as a note
 )
 BENCHMARKS = tuple(dict.fromkeys(name for name, _ in SECTIONS))
