@@ -44,12 +44,13 @@ ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent.parent / "shared" / "data"
 DEVICES = ("rpi4", "cortex-a76", "stm32f746")
 INT8_DEVICES = ("stm32f746",)  # microcontrollers run int8 models
-# Quick: sized for 35-45 minutes on a quiet 2-core machine (measured on cifar10_20k: training the 27
-# baselines x 2 seeds took 28 min, a 12-trial search 2.5 min and retraining its 3 front models
-# 2.5 min; 24 trials give the front more models at both ends for about 5 min more). Final training
-# there uses a stratified subset of the training split; the full settings train on all of it.
+# Quick: measured on cifar10_20k in 34 min end to end on this 2-core machine (27 baselines x 2 seeds
+# 28.5 min, the 12-trial search 2.5 min, retraining its 3 front models 2.5 min). ``--trials 24``
+# gives a front of 7 models for about 7 min more (search 7.6 min, retraining 4.9 min, measured with
+# --resume). Final training there uses a stratified subset of the training split; the full settings
+# train on all of it.
 QUICK = {
-    "trials": 24, "search_epochs": 2, "subset": 5000, "val_subset": 1000,
+    "trials": 12, "search_epochs": 2, "subset": 5000, "val_subset": 1000,
     "final_epochs": 3, "final_subset": 5000, "seeds": 2,
 }  # fmt: skip
 FULL = {
