@@ -2,6 +2,7 @@
 
     python benchmarks/arena.py --data SOURCE [--quick] [--trials N] [--search-epochs E] [--final-epochs F]
                                [--seeds K] [--baselines LIST] [--subset N] [--final-subset N] [--workers W] [--out PATH]
+                           [--resume]
 
 Steps (each timed; results/arena_<data>.json rewritten after every measured item):
 1. search: ``run_search`` with the default space and sampler, proxy-training candidates for E epochs
@@ -15,6 +16,9 @@ Steps (each timed; results/arena_<data>.json rewritten after every measured item
 A baseline is dominated when a found model is at least as accurate (mean test accuracy over seeds) and at
 least as fast, strictly better in one (verdicts on ONNX Runtime's median and on each device's prediction).
 Images smaller than 32 px (digits) are resized to 32 for every model, found and baseline alike.
+``--resume`` keeps the baseline trainings of an earlier results file made on the same data with the same
+recipe, training examples and seeds (training them is most of the time); the search, retraining and
+timing always run again, so every model is timed in the same run.
 """
 
 from __future__ import annotations
@@ -40,9 +44,11 @@ ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent.parent / "shared" / "data"
 DEVICES = ("rpi4", "cortex-a76", "stm32f746")
 INT8_DEVICES = ("stm32f746",)  # microcontrollers run int8 models
-# Quick: sized for about 30-45 minutes on a quiet 2-core machine (projected from a smoke run: final
-# training dominates, ~27 baselines x seeds). Final training there uses a stratified subset of the
-# training split; the full settings train on all of it.
+# Quick: measured on cifar10_20k in 34 min end to end on this 2-core machine (27 baselines x 2 seeds
+# 28.5 min, the 12-trial search 2.5 min, retraining its 3 front models 2.5 min). ``--trials 24``
+# gives a front of 7 models for about 7 min more (search 7.6 min, retraining 4.9 min, measured with
+# --resume). Final training there uses a stratified subset of the training split; the full settings
+# train on all of it.
 QUICK = {
     "trials": 12, "search_epochs": 2, "subset": 5000, "val_subset": 1000,
     "final_epochs": 3, "final_subset": 5000, "seeds": 2,
@@ -129,7 +135,8 @@ def _train_job(name: str, seed_index: int, recipe: dict[str, Any], mcu_path: str
 def static_facts(model: Any, shape: tuple[int, int, int], arch: str | None, nc: int) -> dict:
     from compactnas.evaluators import count_macs, count_parameters
     from compactnas.hw_profiles import create_latency_model
-    from compactnas.hw_profiles.analysis import peak_activation_bytes, roofline_ms, weight_bytes
+    from compactnas.hw_profiles.analysis import roofline_ms, weight_bytes
+    from compactnas.hw_profiles.memory_plan import arena_bytes
     from compactnas.spaces.layers import arch_layers
 
     params = count_parameters(model)
@@ -156,7 +163,7 @@ def static_facts(model: Any, shape: tuple[int, int, int], arch: str | None, nc: 
         }
         mem = lm.profile.memory
         if mem is not None:
-            sram = peak_activation_bytes(ls) / 1024 + mem.runtime_sram_kb
+            sram = arena_bytes(ls, mem.planner) / 1024 + mem.runtime_sram_kb
             flash = weight_bytes(ls) / 1024 + mem.code_flash_kb
             entry.update(
                 peak_sram_kb=sram,
@@ -262,6 +269,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mcu", type=Path, default=SHARED / "mcu" / "mcu_reference.json")
     p.add_argument("--work", type=Path, help="folder for the search (default runs/arena_<data>)")
     p.add_argument("--out", type=Path, help="results JSON (default results/arena_<data>.json)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the baseline trainings of the results file at --out when they match",
+    )
     return p.parse_args(argv)
 
 
@@ -324,11 +336,37 @@ def run_retrain_step(s, data, work, doc, path) -> None:
     write(path, doc)
 
 
-def run_baselines_step(args, s, names, recipe, resize, data, doc, path) -> None:
+def reusable_baselines(prev: dict[str, Any] | None, doc: dict[str, Any]) -> dict[str, list[dict]]:
+    """Baseline seed results of an earlier run that this one would reproduce exactly: same data,
+    resize, recipe and training examples. Keyed by baseline name."""
+    if not prev:
+        return {}
+    same = ("data", "resize", "recipe", "final_train_examples")
+    if any(prev.get(k) != doc.get(k) for k in same):
+        return {}
+    return {n: list(b.get("seeds") or []) for n, b in prev.get("baselines", {}).items()}
+
+
+def run_baselines_step(args, s, names, recipe, resize, data, doc, path, reuse=None) -> None:
     t0 = time.time()
     mcu = str(args.mcu) if args.mcu.is_file() else None
-    jobs = [(n, i) for n in names for i in range(s["seeds"])]
     seeds: dict[str, list[dict]] = {n: [] for n in names}
+    kept = 0
+    for n in names:
+        for r in (reuse or {}).get(n, []):
+            i = r["seed"] - recipe["seed"] * 1000
+            if 0 <= i < s["seeds"] and all(x["seed"] != r["seed"] for x in seeds[n]):
+                seeds[n].append(r)
+                kept += 1
+    jobs = [
+        (n, i)
+        for n in names
+        for i in range(s["seeds"])
+        if all(r["seed"] != recipe["seed"] * 1000 + i for r in seeds[n])
+    ]
+    if kept:
+        doc["baselines_reused"] = kept
+        say(f"baselines: {kept} trainings kept from the earlier run, {len(jobs)} to do")
 
     def record(res: dict[str, Any]) -> None:
         name = res["name"]
@@ -342,6 +380,11 @@ def run_baselines_step(args, s, names, recipe, resize, data, doc, path) -> None:
             f"{name} seed {res['seed']}: test {res['test_accuracy']:.4f}, loss {res['train_loss']:.3f}, {res['seconds']:.0f} s"
         )
         write(path, doc)
+
+    for name in names:  # kept results enter the document as fresh ones do
+        for res in list(seeds[name]):
+            seeds[name].remove(res)
+            record(res)
 
     init = (args.data, s["seed"], resize, 1, s["final_subset"])
     if s["workers"] <= 1:
@@ -428,10 +471,12 @@ def main(argv: list[str] | None = None) -> int:
     name = slug(args.data)
     path = args.out or ROOT / "results" / f"arena_{name}.json"
     work = args.work or ROOT.parent / "runs" / f"arena_{name}"
+    prev = json.loads(path.read_text()) if args.resume and path.is_file() else None
     t_all = time.time()
     doc: dict[str, Any] = {
         "benchmark": "arena", "data": args.data, "data_name": name, "resize": resize,
-        "input_shape": list(data.input_shape), "train_examples": len(data.train),
+        "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+        "train_examples": len(data.train),
         "test_examples": len(data.test), "settings": s, "host": host_description(),
         "cpu_count": os.cpu_count(), "status": "running", "steps": {}, "found": [], "baselines": {},
         "devices": {d: ("int8" if d in INT8_DEVICES else "fp32") for d in DEVICES},
@@ -451,7 +496,14 @@ def main(argv: list[str] | None = None) -> int:
     recipe = asdict(tc)
     doc["recipe"] = recipe
     say(f"baselines: {len(names)} x {s['seeds']} seeds x {s['final_epochs']} epochs")
-    run_baselines_step(args, s, names, recipe, resize, final, doc, path)
+    reuse = reusable_baselines(prev, doc)
+    if prev and not reuse:
+        say(
+            f"--resume: {path} was made with other data, recipe or examples; training every baseline"
+        )
+    if reuse:
+        doc["earlier_baselines_s"] = (prev.get("steps") or {}).get("baselines_s")
+    run_baselines_step(args, s, names, recipe, resize, final, doc, path, reuse)
     say("timing and predictions")
     run_measure_step(args, s, data, names, doc, path)
     doc["status"] = "complete"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,14 @@ def render_one(doc: dict[str, Any], results: Path, report_path: Path) -> list[st
         + ", ".join(
             f"{k.removesuffix('_s')} {v / 60:.1f} min" for k, v in doc.get("steps", {}).items()
         )
-        + (f"; total {doc['elapsed_s'] / 60:.1f} min." if "elapsed_s" in doc else "."),
+        + (f"; total {doc['elapsed_s'] / 60:.1f} min." if "elapsed_s" in doc else ".")
+        + (
+            f" {doc['baselines_reused']} baseline trainings were kept from an earlier run with the "
+            f"same data, recipe and examples (`--resume`), where training the baselines took "
+            f"{(doc.get('earlier_baselines_s') or 0) / 60:.1f} min."
+            if doc.get("baselines_reused")
+            else ""
+        ),
         "",
         "| model | test acc % | train loss | ORT ms (p10) | eager ms | rpi4 ms | a76 ms | "
         "stm32f746 ms (int8, fits) | params | MACs | dominated (measured / rpi4 / a76 / stm32) |",
@@ -127,6 +135,7 @@ def render_one(doc: dict[str, Any], results: Path, report_path: Path) -> list[st
             f"{e.get('params', 'n/a')} | {e.get('macs', 'n/a')} | {dom} |"
         )
     out.append("")
+    out += summary_lines(doc)
     notes = [
         f"- {n}: `{b['arch']}`"
         + (f"; {'; '.join(b['grammar_notes'])}" if b.get("grammar_notes") else "")
@@ -139,3 +148,62 @@ def render_one(doc: dict[str, Any], results: Path, report_path: Path) -> list[st
     if plot(doc, png):
         out += [f"![accuracy against latency]({os.path.relpath(png, report_path.parent)})", ""]
     return out
+
+
+def summary_lines(doc: dict[str, Any]) -> list[str]:
+    """How many baselines are dominated where, which did not converge, the best found model against
+    the most accurate baseline, and by how much each undominated baseline wins."""
+    base = doc.get("baselines", {})
+    found = [f for f in doc.get("found", []) if f.get("test_accuracy") and f.get("timing")]
+    if not base or not found:
+        return []
+    out = ["Verdicts (a baseline is dominated when a found model is at least as accurate, mean test "
+           "accuracy over seeds, and at least as fast):", ""]  # fmt: skip
+    for where, label in (("measured", "ONNX Runtime on this host"), ("rpi4", "rpi4 predicted"),
+                         ("cortex_a76", "cortex-a76 predicted"), ("stm32f746", "stm32f746 predicted")):  # fmt: skip
+        got = [b.get(f"dominated_{where}") for b in base.values()]
+        known = [g for g in got if g is not None]
+        out.append(f"- {label}: {sum(known)} of {len(known)} baselines dominated.")
+    chance = math.log(doc.get("num_classes") or 10)
+    stuck = sorted(n for n, b in base.items()
+                   if (b.get("train_loss") or {}).get("mean", 0) > 0.9 * chance)  # fmt: skip
+    if stuck:
+        out.append(
+            f"- Not converged at this budget (final training loss above 90% of chance, ln C = "
+            f"{chance:.2f}): {', '.join(stuck)}. Their verdicts say nothing about their design."
+        )
+    for n, b in base.items():
+        v = b.get("verdict_measured") or {}
+        if v and not v.get("dominated"):
+            lead = v.get("accuracy_lead_points")
+            ratio = v.get("latency_lead_ratio")
+            out.append(
+                f"- {n} is not dominated on measured latency: "
+                + (
+                    f"{lead:+.1f} points more accurate than every found model as fast as it"
+                    if lead is not None
+                    else "faster than every found model"
+                )  # fmt: skip
+                + (
+                    f"; the fastest found model as accurate is {ratio:.2f}x its latency"
+                    if ratio is not None
+                    else "; no found model is as accurate"
+                )  # fmt: skip
+                + "."
+            )
+    top = max(base.items(), key=lambda kv: (kv[1].get("test_accuracy") or {}).get("mean", -1))
+    name, b = top
+    acc, lat = b["test_accuracy"]["mean"], (b.get("timing") or {}).get("ort_median_ms")
+    rpi = (b.get("predicted_rpi4") or {}).get("latency_ms")
+    ok = [f for f in found if f["test_accuracy"]["mean"] >= acc]
+    if lat and rpi:
+        half = [f for f in ok if f["timing"]["ort_median_ms"] <= 0.5 * lat
+                and (f.get("predicted_rpi4") or {}).get("latency_ms", math.inf) <= 0.5 * rpi]  # fmt: skip
+        out.append(
+            f"- Most accurate baseline: {name} ({100 * acc:.1f}%, {lat:.3f} ms measured, {rpi:.2f} ms "
+            f"rpi4). Found models at least as accurate: {len(ok)}; of those at <= 0.5x its measured "
+            f"and rpi4 latency: {len(half)}"
+            + (f" (trial {', '.join(str(f['trial']) for f in half)})" if half else "")
+            + "."
+        )
+    return out + [""]

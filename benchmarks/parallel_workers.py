@@ -10,6 +10,10 @@ Three measurements on digits, written to ``results/parallel_workers.json`` as ea
    search's timing gate, which pauses every worker the way a candidate's own timing does, and (b)
    without it, to show what the gate protects against (a run of its own: the probes pause workers).
 
+The searches are the default local search (default sampler and training epochs; ``--quick`` trains
+2 epochs, which makes each trial's fixed costs, timing included, a larger share and understates the
+speedup).
+
     python benchmarks/parallel_workers.py [--quick] [--trials N] [--epochs E]
 """
 
@@ -43,10 +47,18 @@ def _fixed_model() -> Any:
     return create_model(FIXED, num_classes=10, in_chans=1)
 
 
-def _measure(model: Any) -> float:
+def _measure(model: Any, quiet: Any = None) -> float:
+    """Median of three blocked measurements (one is at the mercy of a single busy spell), timed
+    inside ``quiet`` when given, as a candidate's own timing is."""
+    import contextlib
+
     from compactnas.evaluators import measure_latency_ms
 
-    return float(measure_latency_ms(model, (1, 8, 8), threads=1))
+    return float(
+        measure_latency_ms(
+            model, (1, 8, 8), threads=1, repeats=3, quiet=quiet or contextlib.nullcontext
+        )
+    )
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -64,10 +76,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 def _search(out: Path, trials: int, epochs: int, workers: int, during: Any = None) -> dict:
     from compactnas.search import SearchConfig, run_search
 
-    cfg = SearchConfig(
-        out=str(out), trials=trials, epochs=epochs, sampler="random", seed=0, workers=workers,
-        population=4,
-    )  # fmt: skip
+    cfg = SearchConfig(out=str(out), trials=trials, epochs=epochs, seed=0, workers=workers)
     box: dict[str, Any] = {}
 
     def go() -> None:
@@ -106,8 +115,7 @@ def _time_during(model: Any) -> Any:
             if gate is None:  # workers not started yet, or already stopped
                 time.sleep(0.2)
                 continue
-            with gate.exclusive():
-                gated.append(_measure(model))
+            gated.append(_measure(model, gate.exclusive))
             ungated.append(_measure(model))
             time.sleep(2.0)  # probes pause the workers: keep them rare
         return {
@@ -128,9 +136,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     import torch
 
+    from compactnas.search import SearchConfig
+
     torch.set_num_threads(1)
     trials = args.trials or (12 if args.quick else 24)
-    epochs = args.epochs or (2 if args.quick else 5)
+    epochs = args.epochs or (2 if args.quick else SearchConfig().epochs)
     default_workers = os.cpu_count() or 1
     record: dict[str, Any] = {
         "quick": args.quick, "trials": trials, "epochs": epochs, "data": "digits",

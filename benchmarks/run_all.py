@@ -12,6 +12,17 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
+CIFAR = HERE.parent.parent / "shared" / "data" / "cifar10_20k.npz"
+
+
+def extra_args(stem: str) -> list[str] | None:
+    """Arguments a benchmark needs beyond --quick; None: it cannot run here (said why)."""
+    if stem == "arena":
+        if not CIFAR.is_file():
+            print(f"== arena: skipped, {CIFAR} is absent (run arena.py --data SOURCE yourself)")
+            return None
+        return ["--data", f"npz:{CIFAR}"]
+    return []
 
 
 def main() -> int:
@@ -19,18 +30,22 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="budgets for a 2-core machine")
     p.add_argument("--only", nargs="*", default=None, help="benchmark names (file stems) to run")
     args = p.parse_args()
-    # Modules starting with "_" are shared code, not benchmarks.
+    # A benchmark is a script with a main guard; the other modules here are code they share.
     scripts = sorted(
         s for s in HERE.glob("*.py")
-        if s.name not in ("run_all.py", "report.py") and not s.name.startswith("_")
+        if s.name not in ("run_all.py", "report.py") and '__name__ == "__main__"' in s.read_text()
     )  # fmt: skip
     if args.only:
         scripts = [s for s in scripts if s.stem in args.only]
     failed = []
     for script in scripts:
+        extra = extra_args(script.stem)
+        if extra is None:
+            continue
         t0 = time.time()
         print(f"== {script.stem}", flush=True)
-        rc = subprocess.call([sys.executable, str(script), *(["--quick"] if args.quick else [])])
+        quick = ["--quick"] if args.quick else []
+        rc = subprocess.call([sys.executable, str(script), *quick, *extra])
         print(
             f"== {script.stem}: {'ok' if rc == 0 else f'FAILED ({rc})'} in {time.time() - t0:.0f} s",
             flush=True,

@@ -109,6 +109,13 @@ def _search_parser(sub: Any) -> None:
         default=S,
         help="how candidates get their accuracy: auto (default), proxy, compress or another registered name",
     )
+    g.add_argument(
+        "--supernet",
+        default=S,
+        metavar="DIR",
+        help="a trained supernet (compactnas supernet train): candidates inherit its weights "
+        "(--evaluator supernet); --device may then list several devices, one front each",
+    )
     g.add_argument("--label-smoothing", type=float, default=S, help="label smoothing (default 0.1)")
     g.add_argument(
         "--augment",
@@ -181,6 +188,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
     cfg = config_from_mapping(values, source="flags")
     result = run_search(cfg, quiet=args.quiet)
     s = result.summary
+    if "devices" in s:
+        print(f"{s['n_complete']} complete of {s['n_trials']} trials; results in {result.out_dir}")
+        print_device_fronts(s)
+        return 0
     print(
         f"{s['n_complete']} complete, {s['n_failed']} failed, {s['n_infeasible']} infeasible, "
         f"{s['n_stopped_early']} stopped early of {s['n_trials']} trials; "
@@ -188,6 +199,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
     )
     print_front(s)
     return 0
+
+
+def print_device_fronts(summary: dict[str, Any]) -> None:
+    """One front per device (a search with --device A,B,C)."""
+    for device, d in summary["devices"].items():
+        print(
+            f"device {device}: {d['n_complete']} complete of {d['n_trials']} trials; "
+            f"hypervolume {d['hypervolume']:.4f}; {d['folder']}/"
+        )
+        print_front(d)
 
 
 def print_front(summary: dict[str, Any]) -> None:
@@ -235,6 +256,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     s = load_summary(Path(args.out))
     if args.json:
         print(json.dumps(s, indent=2))
+        return 0
+    if "devices" in s:
+        print_device_fronts(s)
         return 0
     print(
         f"{s['n_complete']} complete, {s['n_failed']} failed of {s['n_trials']} trials; hypervolume {s['hypervolume']:.4f}"
@@ -304,6 +328,7 @@ _EXTENSIONS = (
     "compactnas.cli_track",
     "compactnas.cli_dashboard",
     "compactnas.cli_retrain",
+    "compactnas.cli_supernet",
 )
 
 

@@ -52,18 +52,31 @@ def add_parser(sub: Any) -> None:
         help=f"weight of the teacher term (default {d.alpha:g})",
     )
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (default 1)")
+    p.add_argument(
+        "--init",
+        choices=("scratch", "inherited"),
+        default="scratch",
+        help="start from scratch (default) or, for a supernet search, from the supernet's weights",
+    )
+    p.add_argument(
+        "--device",
+        metavar="NAME",
+        help="for a search with one front per device: that device's front",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_distill)
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
+    from compactnas.search.devices import device_folder
     from compactnas.search.distill import DistillConfig, run_distill
 
     cfg = DistillConfig(
         top=args.top, seeds=args.seeds, epochs=args.epochs, temperature=args.temperature, alpha=args.alpha,
         teacher=args.teacher, teacher_model=args.teacher_model, teacher_epochs=args.teacher_epochs,
-        threads=args.threads,
+        threads=args.threads, init=args.init,
     )  # fmt: skip
+    args.out = str(device_folder(args.out, args.device))
     report = run_distill(args.out, cfg, quiet=args.quiet)
     t = report["teacher"]
     print(f"teacher {t['model']} ({t['params']} parameters): test acc {t['test_accuracy']:.4f}")

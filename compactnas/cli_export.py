@@ -42,7 +42,8 @@ def add_parser(sub: Any) -> None:
         "--device",
         metavar="NAME",
         help="a device profile: without --format, export the format its runtime loads (tflite-int8 for "
-        "TF Lite Micro, STM32Cube.AI, TinyEngine)",
+        "TF Lite Micro, STM32Cube.AI, TinyEngine); for a search with one front per device, that "
+        "device's front",
     )
     p.add_argument(
         "--dest", metavar="DIR", help="folder for the exports (default OUT/exports/trial_N)"
@@ -73,6 +74,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from compactnas.search.devices import device_folder
     from compactnas.search.export import ExportConfig, ExportWarning, export
 
     formats = tuple(args.formats or ())
@@ -93,7 +95,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExportWarning)  # printed below, one line each
-        result = export(args.out, trial=args.trial, pick=args.pick, config=cfg, quiet=args.quiet)
+        out = device_folder(args.out, args.device)  # one device's front of a multi-device search
+        result = export(out, trial=args.trial, pick=args.pick, config=cfg, quiet=args.quiet)
     for w in result.warnings:
         print(f"compactnas: warning: {w}", file=sys.stderr)
     if args.quiet:

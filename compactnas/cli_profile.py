@@ -101,6 +101,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     cal.add_argument("--method", choices=("linear", "roofline"), default="linear",
                      help="linear: few per-kind costs, regularised (default; 10-20 rows suffice); "
                      "roofline: every roofline coefficient free")  # fmt: skip
+    cal.add_argument("--dead-code", choices=("keep", "auto", "on", "off"), default="keep",
+                     help="whether the runtime drops operators that never reach the output: keep the base "
+                     "profile's statement (default), on, off, or auto (the better fit; for a base that "
+                     "describes another device)")  # fmt: skip
     cal.add_argument("--out", type=Path, default=None, help="default: the user profile folder")
 
     val = sub.add_parser(
@@ -220,6 +224,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         input_shape=_shape(args),
         num_classes=args.num_classes,
         method=args.method,
+        dead_code=args.dead_code,
     )
     if args.base:
         if "/" in args.name or not args.name.strip():

@@ -28,20 +28,35 @@ def add_parser(sub: Any) -> None:
         "--seeds", type=int, default=d.seeds, help=f"seeds per model (default {d.seeds})"
     )
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (default 1)")
+    p.add_argument(
+        "--init",
+        choices=("scratch", "inherited"),
+        default="scratch",
+        help="start from scratch (default) or, for a supernet search, from the supernet's weights",
+    )
+    p.add_argument(
+        "--device",
+        metavar="NAME",
+        help="for a search with one front per device: that device's front",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_retrain)
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
+    from compactnas.search.devices import device_folder
     from compactnas.search.retrain import RetrainConfig, run_retrain
 
-    cfg = RetrainConfig(top=args.top, epochs=args.epochs, seeds=args.seeds, threads=args.threads)
+    cfg = RetrainConfig(
+        top=args.top, epochs=args.epochs, seeds=args.seeds, threads=args.threads, init=args.init
+    )
+    args.out = str(device_folder(args.out, args.device))
     report = run_retrain(args.out, cfg, quiet=args.quiet)
     for m in report["models"]:
         t = m["test_accuracy"]
         print(
             f"trial {m['trial']}: test acc {t['mean']:.4f} +- {t['std']:.4f} ({cfg.seeds} seed(s); "
-            f"search {m['search_accuracy']:.4f} val)  {m['arch']}"
+            f"search {m['search_accuracy']:.4f} val; {cfg.init} init)  {m['arch']}"
         )
     print(f"results in {Path(args.out).expanduser().resolve() / 'retrained' / 'retrain.json'}")
     return 0

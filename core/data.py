@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from compactnas.core.errors import DataError
+from compactnas.core.table_source import TableSource, read_table
 
 _IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 # The fewest examples of each class a split may hold: one cannot be both trained on and measured.
@@ -205,7 +206,8 @@ def _digits(seed: int, resize: int | None) -> Dataset:
     return _make("digits", x, d.target.astype(np.int64), seed=seed, resize=resize)
 
 
-def _existing(path: str, kind: str) -> Path:
+def existing_path(path: str, kind: str) -> Path:
+    """The path of a ``kind:PATH`` data source, which must exist (one-line DataError otherwise)."""
     if not path:
         raise DataError(f"data source '{kind}:' needs a path, e.g. {kind}:/data/my_{kind}")
     p = Path(path).expanduser()
@@ -215,7 +217,7 @@ def _existing(path: str, kind: str) -> Path:
 
 
 def _npz(path: str, seed: int, resize: int | None) -> Dataset:
-    p = _existing(path, "npz")
+    p = existing_path(path, "npz")
     try:
         z = np.load(p, allow_pickle=False)
     except Exception as e:
@@ -237,7 +239,7 @@ def _npz(path: str, seed: int, resize: int | None) -> Dataset:
 def _folder(path: str, seed: int, resize: int | None) -> Dataset:
     from PIL import Image
 
-    root = _existing(path, "folder")
+    root = existing_path(path, "folder")
     if not root.is_dir():
         raise DataError(f"folder: {root} is not a directory")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -280,7 +282,7 @@ def _folder(path: str, seed: int, resize: int | None) -> Dataset:
 
 
 def _cifar10(path: str, seed: int, resize: int | None) -> Dataset:
-    root = _existing(path, "cifar10")
+    root = existing_path(path, "cifar10")
     if (root / "cifar-10-batches-py").is_dir():
         root = root / "cifar-10-batches-py"
     names = [f"data_batch_{i}" for i in range(1, 6)]
@@ -356,66 +358,6 @@ def take_subset(
     )
 
 
-@dataclass(frozen=True)
-class TableSource:
-    """A benchmark table standing in for a data set: the table evaluator reads candidates' metrics from it.
-
-    ``input_shape`` and ``num_classes`` are those the table's networks were measured at; they size the
-    layer list (parameters, MACs, device predictions) of every candidate.
-    """
-
-    name: str
-    frame: pd.DataFrame  # noqa: F821 - pandas is imported when a table is read
-    input_shape: tuple[int, int, int] = (3, 32, 32)
-    num_classes: int = 10
-
-    @property
-    def image_size(self) -> int:
-        return max(self.input_shape[1:])
-
-    def __getattr__(self, name: str):
-        # Commands that need images (training, distillation, verifying an export) end in one clear line.
-        if name in ("train", "val", "test", "classes", "mean", "std"):
-            raise DataError(
-                f"{self.name} is a table of measured architectures: it has no images ({name})"
-            )
-        raise AttributeError(name)
-
-
-def _guess_classes(columns: list[str]) -> int:
-    # NAS-Bench-201's tables name their data set in the metric columns.
-    text = " ".join(columns).lower()
-    if "cifar100" in text:
-        return 100
-    if "imagenet16" in text:
-        return 120
-    return 10
-
-
-def _table(path: str, resize: int | None, num_classes: int | None) -> TableSource:
-    import pandas as pd
-
-    p = _existing(path, "table")
-    try:
-        frame = pd.read_csv(p)
-    except Exception as e:
-        raise DataError(f"table: cannot read {p} as CSV: {str(e).splitlines()[0]}") from None
-    if "arch" not in frame.columns:
-        raise DataError(
-            f"table: {p} needs an 'arch' column (found: {', '.join(map(str, frame.columns))})"
-        )
-    if frame.empty:
-        raise DataError(f"table: {p} holds no rows")
-    frame = frame.drop_duplicates("arch", keep="first").set_index("arch", drop=False)
-    size = resize or 32
-    return TableSource(
-        name=f"table:{p.name}",
-        frame=frame,
-        input_shape=(3, size, size),
-        num_classes=num_classes or _guess_classes([str(c) for c in frame.columns]),
-    )
-
-
 DATA_SOURCES = ("digits", "npz:PATH", "folder:PATH", "cifar10:PATH", "table:PATH")
 
 
@@ -434,7 +376,7 @@ def load_data(
         raise DataError(f"resize must be between 4 and 512 pixels, got {resize}")
     kind, _, path = source.partition(":")
     if kind == "table":
-        return _table(path, resize, num_classes)
+        return read_table(path, resize, num_classes)
     if kind == "digits" and not path:
         return _digits(seed, resize)
     loaders = {"npz": _npz, "folder": _folder, "cifar10": _cifar10}

@@ -69,6 +69,17 @@ def _compress(*, train_config: TrainConfig, **_: Any) -> Evaluator:
     return CompressEvaluator(train_config=train_config)
 
 
+@register_evaluator("supernet")
+def _supernet(*, options: dict[str, Any], **_: Any) -> Evaluator:
+    from compactnas.evaluators.supernet import SupernetEvaluator
+
+    if not options.get("supernet"):
+        raise RegistryError(
+            "the supernet evaluator needs a trained supernet's folder (--supernet DIR)"
+        )
+    return SupernetEvaluator(folder=str(options["supernet"]), space=options.get("space"))
+
+
 __all__ = [
     "CompressEvaluator",
     "CompressionConfig",

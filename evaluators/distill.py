@@ -112,13 +112,16 @@ def retrain(
     cfg: TrainConfig,
     *,
     loss_fn: LossFn | None = None,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, dict[str, float]]:
     """Train an architecture from scratch (``torch.manual_seed(cfg.seed)`` first, so two calls with the
     same seed start from the same weights), compressing it as its string says; returns the model and its
-    validation and test accuracy."""
+    validation and test accuracy. ``init``: starting weights instead (a supernet's, say)."""
     spec = as_spec(spec)
     torch.manual_seed(cfg.seed)
     model = create_model(spec, num_classes=data.num_classes, in_chans=data.input_shape[0])
+    if init is not None:
+        model.load_state_dict(init)
     if is_compressed(spec):
         compress(model, spec, data, cfg, loss_fn=loss_fn)
     else:

@@ -6,7 +6,10 @@ no deployment pays, which punishes networks of many small layers for the wrong r
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,19 +49,23 @@ def measure_latency_ms(
     min_run_time: float = 0.2,
     repeats: int = 1,
     runtime: str = "torch",
+    quiet: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> float:
     """Median milliseconds per forward pass of one input (batch 1) in eval mode.
 
     ``runtime``: ``torch`` (eager) or ``onnxruntime`` (the model exported in memory). ``repeats`` > 1
     takes the median over that many independent blocked_autorange measurements, which resists a busy
-    neighbour better than one long measurement.
+    neighbour better than one long measurement. ``quiet`` is entered around the timing loop only (a
+    parallel search pauses its other workers there): the export and warm-up before it, often longer
+    than the timing itself, need no quiet machine and keep no one waiting.
     """
     was_training = model.training
     try:
         timer = latency_timer(model, input_shape, threads=threads, runtime=runtime)
-        medians = sorted(
-            timer.blocked_autorange(min_run_time=min_run_time).median for _ in range(repeats)
-        )
+        with quiet():
+            medians = sorted(
+                timer.blocked_autorange(min_run_time=min_run_time).median for _ in range(repeats)
+            )
     finally:
         model.train(was_training)
     return medians[len(medians) // 2] * 1e3

@@ -5,8 +5,9 @@ Per layer, time = MACs / (peak x efficiency of its kind) + bytes / (bandwidth x 
 one coefficient (1/efficiency per op kind, 1/bandwidth, the overheads), so the fit is non-negative least
 squares on relative error (a 1 ms and a 50 ms network count alike), with a weak pull of every coefficient
 towards the base profile's value (weighed by how much the coefficient moves the predictions), so that a coefficient the few measurements cannot see stays where the
-base profile put it instead of going to zero or infinity. It is fitted with and without dead-code
-elimination (operators whose results never reach the output dropped) and keeps the better fit.
+base profile put it instead of going to zero or infinity. Dead-code elimination (operators whose
+results never reach the output dropped) is taken as given, or, with ``dead_code=None``, fitted both ways
+and the better fit kept (calibrate.py says when that is wise).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from functools import lru_cache
 
 from compactnas.core.errors import ConfigError, DataError
 from compactnas.hw_profiles import analysis
+from compactnas.hw_profiles.memory_plan import arena_bytes
 from compactnas.hw_profiles.profile import DeviceProfile
 from compactnas.hw_profiles.units import Unit, build_unit, network_units
 from compactnas.spaces.arch import ArchSpec
@@ -70,10 +71,8 @@ class LatencyModel(abc.ABC):
         mem = self.profile.memory
         if mem is None:
             return None
-        return (
-            analysis.peak_activation_bytes(self._layers(spec, input_shape, num_classes)) / 1024
-            + mem.runtime_sram_kb
-        )
+        layers = self._layers(spec, input_shape, num_classes)
+        return arena_bytes(layers, mem.planner) / 1024 + mem.runtime_sram_kb
 
     def flash_kb(
         self, spec: ArchSpec | str, input_shape, *, num_classes: int | None = None

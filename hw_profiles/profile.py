@@ -24,8 +24,9 @@ OP_KINDS = ("conv", "pwconv", "dwconv", "linear")  # compute-bound: efficiency =
 # Memory-bound operators: efficiency = achieved share of ``bandwidth`` (may exceed 1 where caches help).
 MEMORY_KINDS = ("pool", "add", "zero", "bn", "gap", "mul")
 COMBINES = ("max", "sum")
+PLANNERS = ("live", "tflm", "cmsisnn", "inplace", "overlap")  # memory_plan.py implements each
 BACKENDS = ("torch", "onnxruntime")
-_MEMORY_KEYS = ("sram_kb", "flash_kb", "runtime_sram_kb", "code_flash_kb")
+_MEMORY_KEYS = ("sram_kb", "flash_kb", "runtime_sram_kb", "code_flash_kb", "planner")
 _TOP_KEYS = {
     "name", "kind", "model", "version", "description", "throughput", "bandwidth", "layer_overhead_ms",
     "network_overhead_ms", "efficiency", "memory", "energy", "sources", "table", "measurement",
@@ -41,6 +42,8 @@ class MemoryLimits:
     flash_kb: float
     runtime_sram_kb: float = 0.0  # interpreter arena bookkeeping, stack, I/O buffers
     code_flash_kb: float = 0.0  # inference runtime and kernels
+    # How the runtime lays activations out (hw_profiles/memory_plan.py): live, tflm, cmsisnn, inplace, overlap
+    planner: str = "live"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,7 +130,9 @@ class DeviceProfile:
         if self.dead_code:
             out["dead_code"] = True
         if self.memory is not None:
-            out["memory"] = {k: getattr(self.memory, k) for k in _MEMORY_KEYS}
+            out["memory"] = {k: getattr(self.memory, k) for k in _MEMORY_KEYS if k != "planner"}
+            if self.memory.planner != "live":
+                out["memory"]["planner"] = self.memory.planner
         if self.energy is not None:
             out["energy"] = {
                 p: {"mac_pj": e.mac_pj, "byte_pj": e.byte_pj} for p, e in self.energy.items()
@@ -296,7 +301,12 @@ def profile_from_dict(doc: Any, *, label: str) -> DeviceProfile:
                 mem, "runtime_sram_kb", "memory.runtime_sram_kb", required=False
             ),
             code_flash_kb=c.number(mem, "code_flash_kb", "memory.code_flash_kb", required=False),
+            planner=c.text(mem, "planner", "memory.planner", required=False, default="live"),
         )
+        if memory.planner not in PLANNERS:
+            c.fail(
+                "memory.planner", f"must be one of {', '.join(PLANNERS)}, got '{memory.planner}'"
+            )
 
     energy = None
     if "energy" in doc:

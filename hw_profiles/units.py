@@ -3,7 +3,9 @@
 Key: the unit's segment string + ``@CxHxW`` of its input, e.g. ``ir_r1_k5_s2_e6_c24_se0.25@16x8x8``.
 The host runs every layer in fp32, so bit-widths (``wb``/``ab``) leave its latency unchanged and are not
 part of the key; pruning (``pr``) removes channels and is. The tail is the optional 1x1 head convolution,
-global pooling and the classifier (``head_c128@24x2x2``).
+global pooling and the classifier (``head_c128@24x2x2``). A network of NAS-Bench-201 cells has its own
+skeleton around them: a stem without ReLU (``stem_k3_s1_c16_noact@3x32x32``) and a batch norm and ReLU
+before the tail (``lastact-head_c0@64x8x8``), timed as such, under keys of their own.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Unit:
     key: str
     shape: tuple[int, int, int]  # input (channels, height, width)
     part: StemSpec | BlockSpec | HeadSpec
+    cells: bool = False  # stem or tail of a NAS-Bench-201 skeleton (spaces/build.py's CompactNet)
 
 
 def _shape_key(shape: tuple[int, int, int]) -> str:
@@ -55,12 +58,16 @@ def network_units(spec: ArchSpec | str, input_shape: tuple[int, int, int]) -> li
     """The units of a network, in execution order."""
     spec = as_spec(spec)
     shape = tuple(int(d) for d in input_shape)
+    # CompactNet drops the stem's ReLU before a first cell and adds BN + ReLU after a last one.
+    bare = bool(spec.stages) and spec.stages[0].kind == "cell"
+    lastact = bool(spec.stages) and spec.stages[-1].kind == "cell"
     units = [
         Unit(
             kind="stem",
-            key=f"{_stem_segment(spec.stem)}@{_shape_key(shape)}",
+            key=f"{_stem_segment(spec.stem)}{'_noact' if bare else ''}@{_shape_key(shape)}",
             shape=shape,
             part=spec.stem,
+            cells=bare,
         )
     ]
     for c, h, w, block, _ in block_inputs(spec, shape):
@@ -72,9 +79,10 @@ def network_units(spec: ArchSpec | str, input_shape: tuple[int, int, int]) -> li
     units.append(
         Unit(
             kind="head",
-            key=f"{_head_segment(spec.head)}@{_shape_key(tail_shape)}",
+            key=f"{'lastact-' if lastact else ''}{_head_segment(spec.head)}@{_shape_key(tail_shape)}",
             shape=tail_shape,
             part=spec.head,
+            cells=lastact,
         )
     )
     return units
@@ -153,9 +161,10 @@ def build_unit(unit: Unit, *, num_classes: int) -> nn.Module:
         return build_block(unit.part, c)
     if unit.kind == "stem":
         assert isinstance(unit.part, StemSpec)
-        return create_model(
+        stem = create_model(
             ArchSpec(stem=unit.part, stages=(BlockSpec(kind="ds"),)), in_chans=c
         ).stem
+        return stem[:2] if unit.cells else stem  # conv and batch norm only, as before a cell
     assert isinstance(unit.part, HeadSpec)
     net = create_model(
         ArchSpec(
@@ -164,7 +173,10 @@ def build_unit(unit: Unit, *, num_classes: int) -> nn.Module:
         num_classes=num_classes,
         in_chans=1,
     )
-    return Tail(net.head, net.pool, net.drop, net.classifier)
+    head = net.head
+    if unit.cells:  # the batch norm and ReLU after the last cell, then the head
+        head = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True), net.head)
+    return Tail(head, net.pool, net.drop, net.classifier)
 
 
 def build_network(

@@ -124,10 +124,9 @@ def static_metrics(
             if value is not None:
                 m[key] = float(value)
     else:
-        with gate():
-            m["latency_ms"] = measure_latency_ms(
-                model, shape, threads=cfg.latency_threads, runtime=cfg.host_runtime
-            )
+        m["latency_ms"] = measure_latency_ms(
+            model, shape, threads=cfg.latency_threads, runtime=cfg.host_runtime, quiet=gate
+        )
     return m
 
 

@@ -42,6 +42,8 @@ class SearchConfig:
     # How a candidate gets its accuracy: a registered evaluator's name, or "auto" (compress for a
     # compressed candidate, proxy otherwise, table for a table: data source)
     evaluator: str = "auto"
+    # A trained supernet's folder (compactnas supernet train): candidates inherit its weights
+    supernet: str | None = None
     # Proxy training
     epochs: int = 15
     batch_size: int = 64
@@ -126,6 +128,12 @@ class SearchConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.supernet is not None and self.evaluator == "auto":
+            object.__setattr__(self, "evaluator", "supernet")
+        if self.evaluator == "supernet" and not self.supernet:
+            raise ConfigError("the supernet evaluator needs --supernet DIR (a trained supernet)")
+        if self.supernet is not None and self.evaluator != "supernet":
+            raise ConfigError(f"--supernet needs --evaluator supernet, not '{self.evaluator}'")
         if self.evaluator != "auto":
             from compactnas.evaluators import list_evaluators
 
@@ -202,7 +210,7 @@ def _coerce(name: str, value: Any) -> Any:
         expected = float
     if name in ("cpus_per_trial", "gpus_per_trial"):
         expected = float
-    if name in ("device", "tracking_uri", "address", "table_accuracy", "table_latency"):
+    if name in ("device", "tracking_uri", "address", "table_accuracy", "table_latency", "supernet"):
         expected = str
     if expected is bool:
         if not isinstance(value, bool):

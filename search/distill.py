@@ -32,9 +32,13 @@ class DistillConfig:
     teacher_model: str = "resnet10t"
     teacher_epochs: int = 20
     threads: int = 1
+    init: str = "scratch"  # or "inherited": both arms start from a supernet search's weights
 
     def __post_init__(self) -> None:
         from compactnas.evaluators.distill import check_distill_settings
+        from compactnas.search.retrain import check_init
+
+        check_init(self.init)
 
         for name in ("top", "seeds", "epochs", "teacher_epochs", "threads"):
             if getattr(self, name) < 1:
@@ -130,6 +134,7 @@ def run_distill(out_dir: str | Path, cfg: DistillConfig, *, quiet: bool = False)
         "settings": {
             "top": cfg.top, "seeds": cfg.seeds, "epochs": cfg.epochs, "temperature": cfg.temperature,
             "alpha": cfg.alpha, "kl": "KL(teacher || student), Hinton et al., scaled by T^2",
+            "init": cfg.init,
         },
         "models": [],
         "teacher_cache": {"hits": 0, "misses": 0},
@@ -165,10 +170,12 @@ def _distill_one(
 
     from compactnas.evaluators import TrainConfig, is_compressed
     from compactnas.evaluators.distill import retrain
+    from compactnas.search.retrain import initial_weights
     from compactnas.spaces import parse_arch
     from compactnas.spaces.layers import count_params, size_bytes
 
     spec = parse_arch(row["arch"])
+    init = initial_weights(cfg.init, search_cfg, row["arch"], data)
     arms: dict[str, dict[str, list[float]]] = {
         a: {"accuracy": [], "test_accuracy": []} for a in ("distilled", "baseline")
     }
@@ -184,7 +191,7 @@ def _distill_one(
             seed=search_cfg.get("seed", 0) * 1000 + s,
         )
         for arm, fn in (("distilled", loss_fn), ("baseline", None)):
-            model, m = retrain(spec, data, tc, loss_fn=fn)
+            model, m = retrain(spec, data, tc, loss_fn=fn, init=init)
             for k in ("accuracy", "test_accuracy"):
                 arms[arm][k].append(m[k])
             if arm == "distilled" and (best is None or m["accuracy"] > best[0]):
@@ -199,6 +206,7 @@ def _distill_one(
             "search_accuracy": row["accuracy"],
             "params": count_params(spec, data.input_shape, data.num_classes),
             "size_bytes": size_bytes(spec, data.input_shape, data.num_classes),
+            "init": cfg.init,
             "seeds_done": s + 1,
             **{arm: {k: _stats(v) for k, v in vals.items()} for arm, vals in arms.items()},
             "checkpoint": None,  # named once the best seed's weights are on disk

@@ -212,6 +212,11 @@ def _export(
     from compactnas.search.results import load_summary
 
     summary = load_summary(out)
+    if isinstance(summary.get("devices"), dict):
+        raise ConfigError(
+            f"{out} holds one front per device ({', '.join(summary['devices'])}): export from one "
+            "device's folder (OUT/devices/NAME) or with --device NAME"
+        )
     number, frozen = select_trial(out, summary, trial=trial, pick=pick)
     if str(summary.get("config", {}).get("data", "")).startswith(
         "table:"

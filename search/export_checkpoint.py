@@ -116,6 +116,12 @@ def rebuild(out: Path, summary: dict[str, Any], number: int, frozen: Any, weight
     """Load the chosen weights into a fresh model and the search's data, checking that they still fit."""
     from compactnas.core.data import load_data
 
+    if (summary.get("config") or {}).get("evaluator") == "supernet":
+        from compactnas.search.supernet import inherited_checkpoint
+
+        inherited_checkpoint(
+            out, summary, frozen
+        )  # its weights are the supernet's: written on demand
     ckpt_path, which = find_checkpoint(out, number, frozen, weights)
     blob = read_checkpoint(ckpt_path)
     arch = str(blob["arch"])

@@ -69,12 +69,19 @@ class SearchLoop:
         self.data = (
             data if data is not None else load_data(cfg.data, seed=cfg.seed, resize=cfg.resize)
         )
+        elastic = None
+        if cfg.evaluator == "supernet":  # candidates come from the supernet's sub-space only
+            from compactnas.search.supernet import supernet_space
+
+            elastic = supernet_space(cfg, self.data)
         self.data = take_subset(self.data, train=cfg.subset, val=cfg.val_subset, seed=cfg.seed)
         if isinstance(self.data, TableSource):  # a table's columns are checked before any trial
             from compactnas.search.table_candidate import check_table
 
             check_table(cfg, self.data)
-        self.space = create_space(cfg.space, image_size=self.data.image_size, compress=cfg.compress)
+        self.space = elastic or create_space(
+            cfg.space, image_size=self.data.image_size, compress=cfg.compress
+        )
         try:
             cfg.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -286,6 +293,10 @@ def run_search(
 
         config = config_from_mapping(config)
     cfg = config.replace(**overrides) if overrides else config
+    if cfg.device and "," in cfg.device:  # one search, and one front, per device
+        from compactnas.search.devices import run_devices
+
+        return run_devices(cfg, data=data, quiet=quiet)
     loop = SearchLoop(cfg, data=data, quiet=quiet)
     if cfg.backend == "ray":
         from compactnas.search.ray_backend import run_on_ray as run

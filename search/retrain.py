@@ -31,11 +31,37 @@ class RetrainConfig:
     epochs: int = 30
     seeds: int = 1
     threads: int = 1
+    init: str = (
+        "scratch"  # or "inherited": a supernet search's models start from the supernet's weights
+    )
 
     def __post_init__(self) -> None:
         for name in ("top", "epochs", "seeds", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_init(self.init)
+
+
+INITS = ("scratch", "inherited")
+
+
+def check_init(init: str) -> None:
+    if init not in INITS:
+        raise ConfigError(f"unknown --init '{init}' (use one of: {', '.join(INITS)})")
+
+
+def initial_weights(init: str, search_cfg: dict[str, Any], arch: str, data: Any) -> Any:
+    """None to start from scratch; the supernet's (batch norm recalibrated) weights for ``inherited``."""
+    if init == "scratch":
+        return None
+    if search_cfg.get("evaluator") != "supernet" or not search_cfg.get("supernet"):
+        raise ConfigError(
+            "--init inherited needs a supernet search (compactnas search --supernet DIR)"
+        )
+    from compactnas.search.supernet import inherited_model_for
+
+    model, _ = inherited_model_for(search_cfg, arch)
+    return model.state_dict()
 
 
 def stats(values: list[float]) -> dict[str, Any]:
@@ -63,7 +89,7 @@ def final_train_config(search_cfg: dict[str, Any], *, epochs: int, seed: int) ->
     )
 
 
-def train_final(spec: Any, data: Any, tc: Any) -> tuple[Any, dict[str, float]]:
+def train_final(spec: Any, data: Any, tc: Any, init: Any = None) -> tuple[Any, dict[str, float]]:
     """Train an architecture from scratch (compressed as its string says) on the whole training split;
     returns the model and its validation/test accuracy, last training loss and seconds taken."""
     import torch
@@ -76,6 +102,8 @@ def train_final(spec: Any, data: Any, tc: Any) -> tuple[Any, dict[str, float]]:
     t0 = time.time()
     torch.manual_seed(tc.seed)
     model = create_model(spec, num_classes=data.num_classes, in_chans=data.input_shape[0])
+    if init is not None:
+        model.load_state_dict(init)
     if is_compressed(spec):
         got = compress(model, spec, data, tc)
         loss = got.get("train_loss", got.get("loss", float("nan")))
@@ -152,12 +180,14 @@ def run_retrain(
             "size_bytes": size_bytes(spec, data.input_shape, data.num_classes),
             "seeds": [],
         }
+        init = initial_weights(cfg.init, scfg, row["arch"], data)
+        entry["init"] = cfg.init
         report["models"].append(entry)
         run_id = tracker.start(entry, cfg)
         best = -1.0
         for s in range(cfg.seeds):
             tc = final_train_config(scfg, epochs=cfg.epochs, seed=scfg.get("seed", 0) * 1000 + s)
-            model, m = train_final(spec, data, tc)
+            model, m = train_final(spec, data, tc, init)
             entry["seeds"].append({"seed": tc.seed, **m})
             tracker.seed(run_id, s, m)
             if m["accuracy"] > best:
@@ -171,15 +201,22 @@ def run_retrain(
                 entry["checkpoint"] = str(ckpt)
             for k in ("accuracy", "test_accuracy", "train_loss"):
                 entry[k] = stats([r[k] for r in entry["seeds"]])
-            write_json_atomic(report_path, report)
+            _write_report(folder, report_path, report, cfg.init)
             say(
                 f"trial {row.get('trial')} seed {s}: test acc {m['test_accuracy']:.4f}, "
                 f"loss {m['train_loss']:.3f} ({m['seconds']:.0f} s)"
             )
         tracker.end(run_id, entry)
     report["mlflow"] = tracker.info()
-    write_json_atomic(report_path, report)
+    _write_report(folder, report_path, report, cfg.init)
     return report
+
+
+def _write_report(folder: Path, path: Path, report: dict[str, Any], init: str) -> None:
+    # retrain-scratch.json and retrain-inherited.json keep both starts side by side; retrain.json is
+    # the latest run's (what export and re-runs read).
+    write_json_atomic(path, report)
+    write_json_atomic(folder / f"retrain-{init}.json", report)
 
 
 class _Tracking:
@@ -213,6 +250,7 @@ class _Tracking:
             "trial": entry["trial"],
             "epochs": cfg.epochs,
             "seeds": cfg.seeds,
+            "init": cfg.init,
         }
 
         def go() -> str:

@@ -22,7 +22,17 @@ from compactnas.search.objectives import Objective, resolve_objectives
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # Settings that define what a study is; a resumed study must keep them.
-IDENTITY = ("space", "data", "resize", "compress", "objectives", "device", "seed", "epochs")
+IDENTITY = (
+    "space",
+    "data",
+    "resize",
+    "compress",
+    "objectives",
+    "device",
+    "seed",
+    "epochs",
+    "supernet",
+)
 
 
 def storage_url(out_dir: Path) -> str:

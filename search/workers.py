@@ -161,7 +161,11 @@ def _context() -> Any:
     SQLite) would be copied mid-flight."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "compactnas.search.candidate"])
+        # ONNX export and Runtime too: host latency is measured there by default, and their first
+        # import would otherwise cost every worker seconds (modules that are absent are skipped).
+        ctx.set_forkserver_preload(
+            ["torch", "torch.onnx", "onnxruntime", "compactnas.search.candidate"]
+        )
         return ctx
     return mp.get_context("spawn")
 

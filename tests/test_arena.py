@@ -95,6 +95,49 @@ def test_arena_on_digits_writes_verdicts_and_report(tmp_path):
         and "lcnet_050@s1" in text
         and (tmp_path / "arena_digits.png").is_file()
     )
+    # --resume keeps every baseline training (same data, recipe, examples) and redoes the rest.
+    rc = arena.main(
+        ["--data", "digits", "--trials", "2", "--search-epochs", "1", "--final-epochs", "1",
+         "--seeds", "2", "--subset", "200", "--rounds", "2", "--baselines", names,
+         "--out", str(out), "--work", str(tmp_path / "work2"), "--resume"]
+    )  # fmt: skip
+    assert rc == 0
+    again = json.loads(out.read_text())
+    assert again["status"] == "complete" and again["baselines_reused"] == 6
+    for n, b in doc["baselines"].items():
+        assert again["baselines"][n]["test_accuracy"] == b["test_accuracy"]
+        assert again["baselines"][n]["timing"]["ort_median_ms"] > 0  # timed again
+    assert "kept from an earlier run" in "\n".join(
+        arena_report.render_one(again, tmp_path, tmp_path / "REPORT.md")
+    )
+
+
+def test_summary_counts_verdicts_flags_unconverged_and_says_by_how_much():
+    def entry(acc, ms, rpi, loss=1.0):
+        return {"test_accuracy": {"mean": acc}, "timing": {"ort_median_ms": ms},
+                "predicted_rpi4": {"latency_ms": rpi}, "train_loss": {"mean": loss}}  # fmt: skip
+
+    fast = {"trial": 1, **entry(0.60, 0.10, 1.0)}
+    slow = {"trial": 2, **entry(0.80, 0.45, 4.0)}
+    doc = {"num_classes": 10, "found": [fast, slow], "baselines": {
+        "beaten": {**entry(0.50, 0.20, 2.0), "dominated_measured": True,
+                   "verdict_measured": {"dominated": True}},
+        "stuck": {**entry(0.10, 0.30, 3.0, loss=2.30), "dominated_measured": True,
+                  "verdict_measured": {"dominated": True}},
+        "strong": {**entry(0.85, 1.00, 9.0), "dominated_measured": False,
+                   "verdict_measured": {"dominated": False, "accuracy_lead_points": 5.0,
+                                        "latency_lead_ratio": None}},
+    }}  # fmt: skip
+    text = "\n".join(arena_report.summary_lines(doc))
+    assert "ONNX Runtime on this host: 2 of 3 baselines dominated" in text
+    assert "Not converged" in text and "stuck" in text.split("Not converged")[1].split("\n")[0]
+    assert "strong is not dominated on measured latency: +5.0 points" in text
+    assert "no found model is as accurate" in text
+    # Most accurate baseline 85%: no found model reaches it.
+    assert "Most accurate baseline: strong (85.0%" in text and "as accurate: 0" in text
+    doc["found"].append({"trial": 3, **entry(0.86, 0.40, 4.0)})
+    text = "\n".join(arena_report.summary_lines(doc))
+    assert "<= 0.5x its measured and rpi4 latency: 1 (trial 3)" in text
 
 
 def test_unknown_baseline_is_refused(capsys):

@@ -78,6 +78,37 @@ def test_latency_in_both_runtimes():
         measure_latency_ms(model, (1, 8, 8), runtime="tvm")
 
 
+def test_latency_export_happens_before_the_quiet_spell(monkeypatch):
+    """A parallel search pauses its other workers while a candidate is timed: only the timing loop
+    may run in that spell, not the ONNX export (often longer than the timing itself)."""
+    import contextlib
+
+    import torch
+
+    state = {"inside": False, "exports_inside": 0, "exports": 0, "entered": 0}
+    real_export = torch.onnx.export
+
+    def export(*a, **k):
+        state["exports"] += 1
+        state["exports_inside"] += state["inside"]
+        return real_export(*a, **k)
+
+    @contextlib.contextmanager
+    def quiet():
+        state["entered"] += 1
+        state["inside"] = True
+        try:
+            yield
+        finally:
+            state["inside"] = False
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+    model = create_model("stem_k3_s1_c8-cn_r1_k3_s2_c16-head_c0", in_chans=1)
+    ms = measure_latency_ms(model, (1, 8, 8), runtime="onnxruntime", min_run_time=0.02, quiet=quiet)
+    assert ms > 0
+    assert state == {"inside": False, "exports_inside": 0, "exports": 1, "entered": 1}
+
+
 CIFAR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10_20k.npz"
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import compactnas.core.errors as hw_errors
 import compactnas.hw_profiles as hw
 from compactnas import cli_profile
 from compactnas.spaces.nb201 import OPS, nb201_spec, to_nb201_string
@@ -66,6 +69,27 @@ def test_linear_calibration_recovers_its_own_parameters():
     assert max(err) < 0.01
     assert 0.01 < new.layer_overhead_ms < 0.06 and new.network_overhead_ms > 0.1
     hw.profile_from_dict(json.loads(new.to_json()), label="new")  # a valid profile file
+
+
+def test_dead_code_kept_from_the_base_unless_asked():
+    # A device that runs every operator, dead or not, calibrated from rpi4 (which states that its
+    # runtime drops dead operators).
+    truth = hw.create_latency_model(replace(_truth(), dead_code=False), num_classes=100)
+    archs = _cells(30, seed=4)
+    df = pd.DataFrame({"arch": archs, "ms": [truth.predict_ms(a, SHAPE) for a in archs]})
+    kept, report = hw.calibrate("rpi4", df, input_shape=SHAPE, num_classes=100)
+    assert report["dead_code"] is True and kept.dead_code is True
+    auto, report = hw.calibrate("rpi4", df, input_shape=SHAPE, num_classes=100, dead_code="auto")
+    assert report["dead_code"] is False and report["mape_after"] < 1
+    off, _ = hw.calibrate("rpi4", df, input_shape=SHAPE, num_classes=100, dead_code="off")
+    assert off.dead_code is False
+    with pytest.raises(hw_errors.ConfigError, match="dead_code"):
+        hw.calibrate("rpi4", df, input_shape=SHAPE, num_classes=100, dead_code="maybe")
+    df.to_csv(Path(os.environ["COMPACTNAS_PROFILE_DIR"]).parent / "m.csv", index=False)
+    assert _run("calibrate", "--base", "rpi4", "--name", "mydev", "--dead-code", "off", "--input", "3x32x32",
+                "--classes", "100", "--measurements",
+                str(Path(os.environ["COMPACTNAS_PROFILE_DIR"]).parent / "m.csv")) == 0  # fmt: skip
+    assert hw.load_profile("mydev").dead_code is False
 
 
 def test_calibrate_validate_predict_cli(tmp_path, capsys):

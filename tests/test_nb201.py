@@ -94,3 +94,33 @@ def test_all_cells_are_distinct_strings():
     assert len(cells) == 15625
     texts = {format_arch(nb201_spec(c)) for c in cells[::97]}
     assert len(texts) == len(cells[::97])
+
+
+def test_host_table_units_follow_the_cell_skeleton():
+    """A lookup table times an nb201 network's stem without ReLU and its tail with the last BN + ReLU,
+    under keys apart from a mobile network's stem and tail."""
+    import torch
+
+    from compactnas.hw_profiles.units import build_unit, network_units
+    from compactnas.spaces.build import create_model
+
+    arch = "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_3x3~2|"
+    spec = parse_nb201_string(arch)
+    units = network_units(spec, (3, 32, 32))
+    stem, tail = units[0], units[-1]
+    assert stem.key == "stem_k3_s1_c16_noact@3x32x32" and tail.key.startswith(
+        "lastact-head_c0@64x8x8"
+    )
+    mobile = network_units("stem_k3_s1_c16-ds_r1_k3_s1_e1_c16-head_c0", (3, 32, 32))
+    assert mobile[0].key == "stem_k3_s1_c16@3x32x32" and not mobile[-1].key.startswith("lastact")
+    net = create_model(spec, num_classes=10, in_chans=3).eval()
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        s = build_unit(stem, num_classes=10).eval()
+        s.load_state_dict(net.stem.state_dict())
+        assert torch.allclose(s(x), net.stem(x))  # no ReLU: negative outputs kept
+        assert (s(x) < 0).any()
+        t = build_unit(tail, num_classes=10).eval()
+        assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in t.modules()) == 1
+        assert t(torch.randn(2, 64, 8, 8)).shape == (2, 10)

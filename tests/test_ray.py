@@ -305,3 +305,42 @@ def test_submit_a_search_as_a_ray_job(cluster, tmp_path):
     bad = subprocess.run(cli + ["jobs", "list", "--address", f"http://127.0.0.1:{_free_port()}"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and "cannot reach the Ray job server" in bad.stderr
+
+
+def _full_nb201_table(path):
+    """Every NAS-Bench-201 cell with made-up accuracy and latency columns (named as in the real table)."""
+    import itertools
+
+    from compactnas.spaces.nb201 import OPS, nb201_spec, to_nb201_string
+
+    rows = []
+    for ops in itertools.product(OPS, repeat=6):
+        conv = sum(op.startswith("nor_conv") for op in ops)
+        rows.append(f"{to_nb201_string(nb201_spec(ops))},{40 + 5 * conv},{0.5 + 0.3 * conv}")
+    path.write_text("arch,cifar100_test_acc,raspi4_ms\n" + "\n".join(rows) + "\n")
+    return {line.split(",")[0]: float(line.split(",")[2]) for line in rows}
+
+
+def test_table_search_on_cluster(cluster, tmp_path):
+    # Nothing is trained: every worker looks its candidate up in the table and logs it to the server.
+    latency = _full_nb201_table(tmp_path / "nb201.csv")
+    out = tmp_path / "ray-table"
+    extra = ("--space", "nb201", "--data", f"table:{tmp_path / 'nb201.csv'}",
+             "--table-accuracy", "cifar100_test_acc", "--table-latency", "raspi4_ms")  # fmt: skip
+    proc = subprocess.run(
+        _argv(out, cluster, 6, extra), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["backend"] == "ray" and s["n_trials"] == 6 and s["n_complete"] == 6
+    assert s["pareto"]
+    from compactnas.spaces.arch import parse_arch
+    from compactnas.spaces.nb201 import to_nb201_string
+
+    for row in s["pareto"]:
+        cell = to_nb201_string(parse_arch(row["arch"]))
+        assert row["latency_ms"] == pytest.approx(latency[cell])
+        assert 0.4 <= row["accuracy"] <= 0.7  # the table's percent, scaled to [0, 1]
+    runs = _server_runs(cluster, out.name)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == s["mlflow"]["run_id"]]
+    assert len(children) == 6 and all(c.info.status == "FINISHED" for c in children)

@@ -1,0 +1,71 @@
+"""A benchmark table as a data source (``table:PATH``): architectures already measured, looked up
+by the table evaluator instead of trained."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compactnas.core.errors import DataError
+
+
+@dataclass(frozen=True)
+class TableSource:
+    """A benchmark table standing in for a data set: the table evaluator reads candidates' metrics from it.
+
+    ``input_shape`` and ``num_classes`` are those the table's networks were measured at; they size the
+    layer list (parameters, MACs, device predictions) of every candidate.
+    """
+
+    name: str
+    frame: pd.DataFrame  # noqa: F821 - pandas is imported when a table is read
+    input_shape: tuple[int, int, int] = (3, 32, 32)
+    num_classes: int = 10
+
+    @property
+    def image_size(self) -> int:
+        return max(self.input_shape[1:])
+
+    def __getattr__(self, name: str):
+        # Commands that need images (training, distillation, verifying an export) end in one clear line.
+        if name in ("train", "val", "test", "classes", "mean", "std"):
+            raise DataError(
+                f"{self.name} is a table of measured architectures: it has no images ({name})"
+            )
+        raise AttributeError(name)
+
+
+def _guess_classes(columns: list[str]) -> int:
+    # NAS-Bench-201's tables name their data set in the metric columns.
+    text = " ".join(columns).lower()
+    if "cifar100" in text:
+        return 100
+    if "imagenet16" in text:
+        return 120
+    return 10
+
+
+def read_table(path: str, resize: int | None, num_classes: int | None) -> TableSource:
+    """``table:PATH``: a CSV with an ``arch`` column, one row per architecture (the first of repeats)."""
+    import pandas as pd
+
+    from compactnas.core.data import existing_path
+
+    p = existing_path(path, "table")
+    try:
+        frame = pd.read_csv(p)
+    except Exception as e:
+        raise DataError(f"table: cannot read {p} as CSV: {str(e).splitlines()[0]}") from None
+    if "arch" not in frame.columns:
+        raise DataError(
+            f"table: {p} needs an 'arch' column (found: {', '.join(map(str, frame.columns))})"
+        )
+    if frame.empty:
+        raise DataError(f"table: {p} holds no rows")
+    frame = frame.drop_duplicates("arch", keep="first").set_index("arch", drop=False)
+    size = resize or 32
+    return TableSource(
+        name=f"table:{p.name}",
+        frame=frame,
+        input_shape=(3, size, size),
+        num_classes=num_classes or _guess_classes([str(c) for c in frame.columns]),
+    )

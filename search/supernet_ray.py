@@ -1,0 +1,92 @@
+"""Supernet training on Ray Train: a TorchTrainer whose workers share every batch (gloo on CPU).
+
+The driver has already checked the data and settings and written the starting checkpoint
+(``OUT/supernet.pt``, epoch 0 or the last finished one); every worker loads it, takes its share of each
+batch (the same sub-networks are drawn on every rank, from the same random state), and the gradients
+are averaged across workers before each step. Rank 0 measures the curves and replaces the checkpoint
+after every epoch, exactly as a local training does, so a killed Ray training resumes with
+``--resume`` on either backend; the driver logs the curves to MLflow when the workers are done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from compactnas.core.errors import ConfigError
+
+
+def _worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import torch
+
+    from compactnas.core.data import load_data, take_subset
+    from compactnas.search.supernet import SupernetConfig, _start, run_epochs
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    cfg = SupernetConfig(**{**config["cfg"], "resume": True})
+    torch.set_num_threads(cfg.threads)
+    data = load_data(cfg.data, seed=cfg.seed, resize=cfg.resize)
+    train = take_subset(data, train=cfg.subset, seed=cfg.seed)
+    net, trainer, meta = _start(cfg, data, train, shard=(rank, world))
+
+    def report(epoch: int, stats: dict[str, float]) -> None:
+        ray.train.report({"epoch": epoch, **stats})  # every rank: it keeps the workers in step
+
+    run_epochs(cfg, data, net, trainer, meta, save=rank == 0, on_epoch=report)
+
+
+def _init(cfg: Any) -> bool:
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "configure_logging": False,
+    }
+    if cfg.address:
+        try:
+            ray.init(address=cfg.address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise ConfigError(
+                f"cannot join the Ray cluster at {cfg.address}: {str(e).splitlines()[0]}"
+            ) from None
+    elif os.environ.get("RAY_ADDRESS"):
+        ray.init(**kwargs)
+    else:
+        ray.init(address="local", num_cpus=max(cfg.workers, os.cpu_count() or 1), **kwargs)
+    return True
+
+
+def train_on_ray(cfg: Any, say: Any) -> None:
+    import ray
+    from ray.train import RunConfig, ScalingConfig, TrainingFailedError
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    started = _init(cfg)
+    try:
+        say(f"training on Ray: {cfg.workers} worker(s), gloo")
+        trainer = TorchTrainer(
+            _worker,
+            # Workers start in their own folders: every path they get is absolute.
+            train_loop_config={"cfg": {**dataclasses.asdict(cfg), "out": str(cfg.out_dir)}},
+            torch_config=TorchConfig(backend="gloo"),
+            scaling_config=ScalingConfig(
+                num_workers=cfg.workers, use_gpu=False, resources_per_worker={"CPU": 1}
+            ),
+            run_config=RunConfig(name="supernet", storage_path=str(cfg.out_dir / "ray")),
+        )
+        try:
+            trainer.fit()
+        except (TrainingFailedError, ray.exceptions.RayError) as e:  # one line; epochs stay saved
+            last = [ln for ln in str(e).splitlines() if ln.strip()][-1:] or [type(e).__name__]
+            raise ConfigError(
+                f"supernet training on Ray failed: {last[0].strip()[:300]} (continue with --resume)"
+            ) from None
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,156 @@
+"""Searching inside a trained supernet: inherited weights, one front per device, show and export."""
+
+import csv
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from compactnas.cli import main
+from compactnas.search import SearchConfig, run_search
+from compactnas.search.supernet import SupernetConfig, train_supernet
+from compactnas.spaces.elastic import ElasticSpace
+
+DEVICES = ("rpi4", "cortex-a76", "stm32f746")
+
+
+@pytest.fixture(scope="module")
+def supernet(tmp_path_factory, digits):
+    out = tmp_path_factory.mktemp("supernet")
+    cfg = SupernetConfig(out=str(out), epochs=1, subset=400, batch_size=100, n_random=1)
+    train_supernet(cfg, data=digits, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def searched(supernet, tmp_path_factory, digits):
+    out = tmp_path_factory.mktemp("search")
+    cfg = SearchConfig(supernet=str(supernet), device=",".join(DEVICES), trials=20, workers=1,
+                       out=str(out), sampler="random")  # fmt: skip
+    return run_search(cfg, data=digits, quiet=True)
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_one_front_per_device_inside_the_supernet(searched, supernet):
+    s = searched.summary
+    assert list(s["devices"]) == list(DEVICES)
+    space = ElasticSpace.for_image(8)
+    archs = set()
+    fresh = 0
+    for device, d in s["devices"].items():
+        # A microcontroller can refuse a candidate that does not fit its memory (infeasible).
+        assert d["n_complete"] + d["n_infeasible"] == 20 and d["n_complete"] >= 10, device
+        assert d["pareto"], device
+        rows = _rows(searched.out_dir / d["folder"] / "trials.csv")
+        assert len(rows) == 20
+        for r in (r for r in rows if r["state"] == "COMPLETE"):
+            space.check(r["arch"])  # only sub-networks of the supernet are proposed
+            assert 0.0 <= float(r["accuracy"]) <= 1.0
+            if r["duplicate_of"] == "" and float(r["cached"]) == 0.0:
+                fresh += 1
+            archs.add(r["arch"])
+    # Each architecture was evaluated once across all devices, the rest came from the cache.
+    with sqlite3.connect(supernet / "inherited.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM acc").fetchone()[0] == len(archs)
+    assert fresh == len(archs) < 60
+    # The same architecture has the same accuracy for every device.
+    by_arch = {}
+    for d in s["devices"].values():
+        for r in _rows(searched.out_dir / d["folder"] / "trials.csv"):
+            if r["state"] != "COMPLETE":
+                continue
+            by_arch.setdefault(r["arch"], set()).add(r["accuracy"])
+    assert all(len(v) == 1 for v in by_arch.values())
+    assert json.loads((searched.out_dir / "summary.json").read_text())["devices"]
+
+
+def test_show_and_export_handle_fronts_per_device(searched, capsys):
+    out = str(searched.out_dir)
+    capsys.readouterr()
+    assert main(["show", out]) == 0
+    text = capsys.readouterr().out
+    assert all(f"device {d}:" in text for d in DEVICES)
+    assert main(["export", out, "--pick", "accuracy", "--format", "onnx", "--no-mlflow"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--device NAME" in err and len(err.splitlines()) == 1
+    assert main(["export", out, "--device", "rpi4", "--pick", "accuracy", "--format", "onnx",
+                 "--no-mlflow", "-q"]) == 0  # fmt: skip
+    dest = capsys.readouterr().out.strip().splitlines()[-1]
+    card = json.loads(open(f"{dest}/card.json").read())
+    best = max(searched.summary["devices"]["rpi4"]["pareto"], key=lambda r: r["accuracy"])
+    assert card["arch"] == best["arch"]
+    # The exported weights are the inherited ones the search measured.
+    assert card["pytorch"]["test_accuracy"] == pytest.approx(best["test_accuracy"], abs=1e-9)
+
+
+def test_a_supernet_for_other_data_or_space_is_refused(supernet, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    other = tmp_path / "other.npz"
+    np.savez(other, x=rng.integers(0, 255, (300, 8, 8), dtype=np.uint8), y=np.arange(300) % 10)
+    base = ["search", "--supernet", str(supernet), "--trials", "2", "--out", str(tmp_path / "s")]
+    capsys.readouterr()
+    for extra, message in (
+        (["--data", f"npz:{other}"], "trained on other data"),
+        (["--space", "squeeze"], "space 'mobile', not 'squeeze'"),
+        (["--compress"], "no compression keys"),
+        (["--evaluator", "proxy"], "--supernet needs --evaluator supernet"),
+    ):
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_retrain_starts_from_inherited_or_scratch_weights(searched, capsys):
+    import torch
+
+    from compactnas.core.errors import ConfigError
+    from compactnas.search.retrain import initial_weights
+    from compactnas.search.supernet import inherited_model_for
+
+    out = str(searched.out_dir)
+    device = searched.out_dir / "devices" / "rpi4"
+    scfg = json.loads((device / "summary.json").read_text())["config"]
+    best = max(searched.summary["devices"]["rpi4"]["pareto"], key=lambda r: r["accuracy"])
+    init = initial_weights("inherited", scfg, best["arch"], None)
+    model, _ = inherited_model_for(scfg, best["arch"])
+    assert init.keys() == model.state_dict().keys()
+    assert all(torch.equal(init[k], v) for k, v in model.state_dict().items())
+    assert initial_weights("scratch", scfg, best["arch"], None) is None
+    with pytest.raises(ConfigError, match="needs a supernet search"):
+        initial_weights("inherited", {"evaluator": "proxy"}, best["arch"], None)
+    for init_kind in ("inherited", "scratch"):
+        argv = [
+            "retrain",
+            out,
+            "--device",
+            "rpi4",
+            "--top",
+            "1",
+            "--epochs",
+            "1",
+            "--init",
+            init_kind,
+        ]
+        assert main(argv) == 0
+        report = json.loads((device / "retrained" / f"retrain-{init_kind}.json").read_text())
+        assert report["settings"]["init"] == init_kind
+        assert (
+            report["models"][0]["init"] == init_kind and report["models"][0]["arch"] == best["arch"]
+        )
+    assert "scratch init" in capsys.readouterr().out
+
+
+def test_init_choices_are_checked():
+    from compactnas.core.errors import ConfigError
+    from compactnas.search.distill import DistillConfig
+    from compactnas.search.retrain import RetrainConfig
+
+    assert DistillConfig(init="inherited").init == "inherited"
+    for make in (DistillConfig, RetrainConfig):
+        with pytest.raises(ConfigError, match="unknown --init 'warm'"):
+            make(init="warm")
