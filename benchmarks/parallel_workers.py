@@ -1,14 +1,18 @@
 """Parallel workers: candidates per minute with one worker and with the default (one per core), and
 how clean host latency stays while a parallel search trains.
 
-Three measurements on digits, written to ``results/parallel_workers.json`` as each one ends:
+Measurements on digits, written to ``results/parallel_workers.json`` as each one ends:
 
-1. a fixed network's host latency measured repeatedly on its own (nothing else running here);
+1. a fixed network's host latency measured on its own (nothing else running here), at the probes'
+   cadence, before the searches and again after them;
 2. a search with ``--workers 1``: candidates per minute;
 3. the same search with the default number of workers: candidates per minute;
-4. that search once more while the same fixed network is timed every few seconds (a) through the
-   search's timing gate, which pauses every worker the way a candidate's own timing does, and (b)
-   without it, to show what the gate protects against (a run of its own: the probes pause workers).
+4. both again with random search, which proposes the same candidates whatever the number of workers
+   (the default sampler proposes from results, so its candidates differ between 2 and 3);
+5. the default search once more while the same fixed network is timed every few seconds (a) through
+   the search's timing gate, which pauses every worker the way a candidate's own timing does, and
+   (b) without it, to show what the gate protects against (a run of its own: the probes pause
+   workers). The fixed network is timed in a process of its own, as a worker times a candidate.
 
 The searches are the default local search (default sampler and training epochs; ``--quick`` trains
 2 epochs, which makes each trial's fixed costs, timing included, a larger share and understates the
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results" / "parallel_workers.json"
+PROBE_EVERY_S = 2.0
 FIXED = "stem_k3_s1_c16-ir_r2_k3_s1_e4_c24-ir_r2_k5_s2_e4_c32_se0.25-head_c64"
 
 
@@ -41,24 +46,46 @@ def _write(path: Path, record: dict) -> None:
     write_json_atomic(path, record)
 
 
-def _fixed_model() -> Any:
+def _probe_main(conn: Any) -> None:
+    """A process of its own that times the fixed network on request, as a worker times a candidate
+    (its own interpreter: no lock shared with the search's threads)."""
+    import torch
+
+    from compactnas.evaluators.latency import latency_timer
     from compactnas.spaces import create_model
 
-    return create_model(FIXED, num_classes=10, in_chans=1)
+    torch.set_num_threads(1)
+    model = create_model(FIXED, num_classes=10, in_chans=1)
+    timer = latency_timer(model, (1, 8, 8), threads=1)
+    while conn.recv() == "measure":
+        # Median of three blocked measurements: one is at the mercy of a single busy spell.
+        with torch.inference_mode():
+            medians = sorted(timer.blocked_autorange(min_run_time=0.2).median for _ in range(3))
+        conn.send(medians[1] * 1e3)
 
 
-def _measure(model: Any, quiet: Any = None) -> float:
-    """Median of three blocked measurements (one is at the mercy of a single busy spell), timed
-    inside ``quiet`` when given, as a candidate's own timing is."""
-    import contextlib
+class Prober:
+    """The fixed network's latency, measured in a separate process, optionally while ``quiet``."""
 
-    from compactnas.evaluators import measure_latency_ms
+    def __init__(self) -> None:
+        import multiprocessing as mp
 
-    return float(
-        measure_latency_ms(
-            model, (1, 8, 8), threads=1, repeats=3, quiet=quiet or contextlib.nullcontext
-        )
-    )
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_probe_main, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+
+    def measure(self, quiet: Any = None) -> float:
+        import contextlib
+
+        with (quiet or contextlib.nullcontext)():
+            self.conn.send("measure")
+            return float(self.conn.recv())
+
+    def close(self) -> None:
+        self.conn.send("stop")
+        self.proc.join(timeout=10)
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -66,6 +93,7 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {
         "n": len(values),
         "median_ms": med,
+        "p10_ms": sorted(values)[len(values) // 10],
         "mean_ms": statistics.fmean(values),
         "stdev_ms": statistics.stdev(values) if len(values) > 1 else 0.0,
         "spread": (max(values) - min(values)) / med if med else 0.0,
@@ -73,10 +101,28 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
-def _search(out: Path, trials: int, epochs: int, workers: int, during: Any = None) -> dict:
+def _trial_seconds(out: Path) -> float:
+    """Seconds the search's trials took, summed (trials.csv): the work done, whatever was chosen."""
+    import csv
+
+    with open(out / "trials.csv", newline="") as f:
+        return sum(float(r["duration_s"] or 0) for r in csv.DictReader(f))
+
+
+def _search(
+    out: Path,
+    trials: int,
+    epochs: int,
+    workers: int,
+    during: Any = None,
+    sampler: str | None = None,
+) -> dict:
     from compactnas.search import SearchConfig, run_search
 
-    cfg = SearchConfig(out=str(out), trials=trials, epochs=epochs, seed=0, workers=workers)
+    extra_cfg = {"sampler": sampler} if sampler else {}
+    cfg = SearchConfig(
+        out=str(out), trials=trials, epochs=epochs, seed=0, workers=workers, **extra_cfg
+    )
     box: dict[str, Any] = {}
 
     def go() -> None:
@@ -94,9 +140,13 @@ def _search(out: Path, trials: int, epochs: int, workers: int, during: Any = Non
     if "error" in box:
         raise box["error"]
     s = box["result"].summary
+    busy = _trial_seconds(out)
     return {
         "workers": workers,
+        "sampler": cfg.sampler,
         "wall_s": wall,
+        "trial_seconds": busy,
+        "trial_seconds_per_s": busy / wall,
         "n_trials": s["n_trials"],
         "n_complete": s["n_complete"],
         "candidates_per_min": 60.0 * s["n_trials"] / wall,
@@ -104,7 +154,15 @@ def _search(out: Path, trials: int, epochs: int, workers: int, during: Any = Non
     }
 
 
-def _time_during(model: Any) -> Any:
+def _alone(probe: Prober, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        out.append(probe.measure())
+        time.sleep(PROBE_EVERY_S)  # the cadence of the probes during the search
+    return out
+
+
+def _time_during(probe: Prober) -> Any:
     from compactnas.search.workers import current_gate
 
     def during(thread: threading.Thread) -> dict:
@@ -115,9 +173,9 @@ def _time_during(model: Any) -> Any:
             if gate is None:  # workers not started yet, or already stopped
                 time.sleep(0.2)
                 continue
-            gated.append(_measure(model, gate.exclusive))
-            ungated.append(_measure(model))
-            time.sleep(2.0)  # probes pause the workers: keep them rare
+            gated.append(probe.measure(gate.exclusive))
+            ungated.append(probe.measure())
+            time.sleep(PROBE_EVERY_S)  # probes pause the workers: keep them rare
         return {
             "latency_gated": _stats(gated) if gated else None,
             "latency_ungated": _stats(ungated) if ungated else None,
@@ -148,8 +206,11 @@ def main(argv: list[str] | None = None) -> dict:
         "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }  # fmt: skip
     started = time.time()
-    model = _fixed_model()
-    record["latency_alone"] = _stats([_measure(model) for _ in range(args.repeats or 10)])
+    probe = Prober()
+    for _ in range(2):  # warm-up: the first calls after start run slow
+        probe.measure()
+    alone = _alone(probe, args.repeats or 10)
+    record["latency_alone"] = _stats(alone)
     _write(args.out, record)
     root = Path(tempfile.mkdtemp(prefix="parallel-workers-"))
     try:
@@ -157,14 +218,30 @@ def main(argv: list[str] | None = None) -> dict:
         _write(args.out, record)
         record["default_workers"] = _search(root / "default", trials, epochs, default_workers)
         _write(args.out, record)
+        # The default sampler proposes from results, so with several workers it proposes other
+        # (larger or smaller) candidates than with one; random search proposes the same ones.
+        record["same_candidates"] = {
+            str(n): _search(root / f"random{n}", trials, epochs, n, sampler="random")
+            for n in (1, default_workers)
+        }
+        _write(args.out, record)
         # Timing probes pause the workers, so they run in a search of their own.
-        probed = _search(root / "probed", trials, epochs, default_workers, _time_during(model))
+        probed = _search(root / "probed", trials, epochs, default_workers, _time_during(probe))
         record["during_search"] = probed
         _write(args.out, record)
+        alone += _alone(probe, args.repeats or 10)
+        record["latency_alone"] = _stats(alone)
+        _write(args.out, record)
     finally:
+        probe.close()
         shutil.rmtree(root, ignore_errors=True)
     one, many = record["one_worker"], record["default_workers"]
     record["speedup"] = many["candidates_per_min"] / one["candidates_per_min"]
+    record["work_speedup"] = many["trial_seconds_per_s"] / one["trial_seconds_per_s"]
+    same = record["same_candidates"]
+    record["speedup_same_candidates"] = (
+        same[str(default_workers)]["candidates_per_min"] / same["1"]["candidates_per_min"]
+    )
     alone = record["latency_alone"]["median_ms"]
     many = record["during_search"]
     gated = many.get("latency_gated")
@@ -173,6 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
     record["ungated_vs_alone"] = ungated["median_ms"] / alone - 1 if ungated else None
     record["targets"] = {
         "speedup_at_least_1.7x": record["speedup"] >= 1.7,
+        "same_candidates_speedup_at_least_1.7x": record["speedup_same_candidates"] >= 1.7,
         "latency_within_5pct": gated is not None and abs(record["gated_vs_alone"]) <= 0.05,
     }
     record["load_avg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -180,7 +258,17 @@ def main(argv: list[str] | None = None) -> dict:
     _write(args.out, record)
     print(
         json.dumps(
-            {k: record[k] for k in ("speedup", "gated_vs_alone", "ungated_vs_alone", "targets")},
+            {
+                k: record[k]
+                for k in (
+                    "speedup",
+                    "work_speedup",
+                    "speedup_same_candidates",
+                    "gated_vs_alone",
+                    "ungated_vs_alone",
+                    "targets",
+                )
+            },
             indent=2,
         )
     )
@@ -203,12 +291,18 @@ def report_section(d: dict | None) -> list[str]:
         f"{', '.join(f'{x:.1f}' for x in d.get('load_avg_at_start') or [])}."
     )
     out.append("")
-    out += ["| run | workers | wall s | candidates/min |", "|---|---|---|---|"]
-    for key in ("one_worker", "default_workers"):
-        r = d.get(key)
+    out += [
+        "| run | sampler | workers | wall s | candidates/min | trial seconds per second |",
+        "|---|---|---|---|---|---|",
+    ]
+    runs = [(k.replace("_", " "), d.get(k)) for k in ("one_worker", "default_workers")]
+    runs += [("same candidates", r) for r in (d.get("same_candidates") or {}).values()]
+    for label, r in runs:
         if r:
+            busy = r.get("trial_seconds_per_s")
             out.append(
-                f"| {key.replace('_', ' ')} | {r['workers']} | {r['wall_s']:.1f} | {r['candidates_per_min']:.2f} |"
+                f"| {label} | {r.get('sampler', 'random')} | {r['workers']} | {r['wall_s']:.1f} | "
+                f"{r['candidates_per_min']:.2f} | {'n/a' if busy is None else f'{busy:.2f}'} |"
             )
     out.append("")
     lat = [("alone", d.get("latency_alone"))]
@@ -223,6 +317,11 @@ def report_section(d: dict | None) -> list[str]:
         if s:
             out.append(f"| {label} | {s['n']} | {s['median_ms']:.4f} | {100 * s['spread']:.1f}% |")
     if "speedup" in d:
+        if "speedup_same_candidates" in d:
+            out += ["", f"Same candidates (random sampler): {d['speedup_same_candidates']:.2f}x; work done "
+                    f"(trial seconds per second) with the default sampler: {d['work_speedup']:.2f}x. The default "
+                    "sampler proposes from results, so with more workers it chooses other candidates, "
+                    "whose training takes longer or shorter."]  # fmt: skip
         out += ["", f"Speedup {d['speedup']:.2f}x; gated latency {100 * (d['gated_vs_alone'] or 0):+.1f}% "
                 f"vs alone. Targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in d['targets'].items()) + "."]  # fmt: skip
     return out + [""]

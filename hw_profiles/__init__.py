@@ -13,15 +13,8 @@ from compactnas.hw_profiles.models import (
     TableModel,
     create_latency_model,
 )
-from compactnas.hw_profiles.profile import (
-    DeviceProfile,
-    EnergyCost,
-    Measurement,
-    MemoryLimits,
-    profile_from_dict,
-    read_profile,
-    write_profile,
-)
+from compactnas.hw_profiles.profile import DeviceProfile, EnergyCost, Measurement, MemoryLimits
+from compactnas.hw_profiles.profile_io import profile_from_dict, read_profile, write_profile
 from compactnas.hw_profiles.registry import (
     list_devices,
     load_profile,

@@ -11,7 +11,8 @@ from importlib import resources
 from pathlib import Path
 
 from compactnas.core.errors import ConfigError, RegistryError
-from compactnas.hw_profiles.profile import DeviceProfile, profile_from_json, read_profile
+from compactnas.hw_profiles.profile import DeviceProfile
+from compactnas.hw_profiles.profile_io import profile_from_json, read_profile
 
 _REGISTERED: dict[str, DeviceProfile | Path] = {}
 # A board's name alone means its default runtime (microcontroller profiles are per board and runtime).

@@ -41,13 +41,15 @@ def _run_here(loop: SearchLoop) -> None:
 def _run_in_workers(loop: SearchLoop, n: int, data_given: bool) -> None:
     with WorkerPool(n, loop.cfg, loop.data if data_given else None) as pool:
         while not loop.finished:
-            for w in pool.idle():
+            # Proposing (fitting the sampler's model) takes CPU: not while a network is being timed.
+            timing = pool.gate.busy()
+            for w in pool.idle() if not timing else []:
                 p = loop.propose()
                 if p is None:
                     break
                 w.number = p.number
                 w.conn.send(("eval", p.number, p.arch))
-            if not pool.busy():
+            if not pool.busy() and not timing:
                 break  # nothing runs and nothing can be proposed
             for w in pool.ready(timeout=0.05):
                 _handle(loop, pool, w)

@@ -43,6 +43,10 @@ class TimingGate:
             if pid != keep and _signal(pid, signal.SIGSTOP):
                 self._stopped.append(pid)
 
+    def busy(self) -> bool:
+        """Whether someone is timing a network now (the search then holds back its own work)."""
+        return self._lock.locked()
+
     def release(self) -> None:
         for pid in self._stopped:
             _signal(pid, signal.SIGCONT)
