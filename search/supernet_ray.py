@@ -67,6 +67,15 @@ def train_on_ray(cfg: Any, say: Any) -> None:
     from ray.train import RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    # Ray picks its Train API (v1 or v2) when ray.train is first imported in a process, and the
+    # trainer checks the switch again when it runs; the Tune backend switches v2 off for itself
+    # (search/ray_backend.py). This training is written for v2.
+    if not TorchTrainer.__module__.startswith("ray.train.v2"):
+        raise ConfigError(
+            "supernet training on Ray needs Ray Train v2, and this process already loaded v1 "
+            "(for a Tune search): run `compactnas supernet train --backend ray` in a process of its own"
+        )
+    os.environ["RAY_TRAIN_V2_ENABLED"] = "1"
     started = _init(cfg)
     try:
         say(f"training on Ray: {cfg.workers} worker(s), gloo")
