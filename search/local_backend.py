@@ -6,8 +6,10 @@ and brings their reports and results back.
 
 from __future__ import annotations
 
+from collections import deque
+
 from compactnas.search.candidate import resolve_latency_model, run_candidate
-from compactnas.search.loop import SearchLoop
+from compactnas.search.loop import Proposal, SearchLoop
 from compactnas.search.workers import Worker, WorkerPool
 
 
@@ -39,17 +41,25 @@ def _run_here(loop: SearchLoop) -> None:
 
 
 def _run_in_workers(loop: SearchLoop, n: int, data_given: bool) -> None:
+    # One candidate is proposed ahead while every worker trains, so a freed worker starts at once
+    # instead of waiting for the sampler's model fit (15% of a guided search's wall time on digits).
+    ahead: deque[Proposal] = deque()
     with WorkerPool(n, loop.cfg, loop.data if data_given else None) as pool:
         while not loop.finished:
             # Proposing (fitting the sampler's model) takes CPU: not while a network is being timed.
+            # Handing out one proposed already costs nothing: a paused worker starts when let go.
             timing = pool.gate.busy()
-            for w in pool.idle() if not timing else []:
-                p = loop.propose()
+            for w in pool.idle():
+                p = ahead.popleft() if ahead else None if timing else loop.propose()
                 if p is None:
                     break
                 w.number = p.number
                 w.conn.send(("eval", p.number, p.arch))
-            if not pool.busy() and not timing:
+            if not timing and not ahead and not pool.idle():
+                p = loop.propose()
+                if p is not None:
+                    ahead.append(p)
+            if not pool.busy() and not timing and not ahead:
                 break  # nothing runs and nothing can be proposed
             for w in pool.ready(timeout=0.05):
                 _handle(loop, pool, w)

@@ -145,6 +145,39 @@ def test_a_registered_evaluator_runs_a_search(workers, tmp_path, digits):
     assert not (tmp_path / "checkpoints").exists()  # trains=False: nothing to checkpoint
 
 
+@register_evaluator("test-slow")
+class _Slow(_Lookup):
+    """Scores like test-lookup, after a pause long enough for the search to propose ahead."""
+
+    name = "test-slow"
+
+    def evaluate(self, model, spec, data, *, report=None):
+        import time
+
+        time.sleep(0.3)
+        return super().evaluate(model, spec, data, report=report)
+
+
+def test_a_freed_worker_gets_a_candidate_proposed_while_it_trained(tmp_path, digits, monkeypatch):
+    from compactnas.search.loop import SearchLoop
+
+    original = SearchLoop.propose
+    running_at_ask: list[int] = []
+
+    def propose(self):
+        running_at_ask.append(len(self.in_flight))
+        return original(self)
+
+    monkeypatch.setattr(SearchLoop, "propose", propose)
+    cfg = SearchConfig(out=str(tmp_path), evaluator="test-slow", trials=6, population=4, workers=2)
+    r = run_search(cfg, data=digits, quiet=True)
+    assert running_at_ask
+    # Asked with both workers training: one worker alone never asks with two candidates in flight.
+    assert max(running_at_ask) == 2
+    assert r.summary["n_complete"] == 6
+    assert set(r.trials["state"]) == {"COMPLETE"}  # every candidate proposed ahead was run
+
+
 def test_unknown_evaluator_is_one_line(capsys):
     assert main(["search", "--evaluator", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
