@@ -102,11 +102,14 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def _trial_seconds(out: Path) -> float:
-    """Seconds the search's trials took, summed (trials.csv): the work done, whatever was chosen."""
+    """Seconds the search's candidates took to evaluate, summed (trials.csv): the work done, whatever
+    was chosen. A candidate's own clock (train_seconds), not its trial's: a trial proposed ahead
+    starts before a worker is free to run it."""
     import csv
 
     with open(out / "trials.csv", newline="") as f:
-        return sum(float(r["duration_s"] or 0) for r in csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    return sum(float(r.get("train_seconds") or r["duration_s"] or 0) for r in rows)
 
 
 def _search(

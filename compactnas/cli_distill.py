@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from compactnas.cli_retrain import add_start_options
+
 
 def add_parser(sub: Any) -> None:
     from compactnas.search.distill import DistillConfig
@@ -52,17 +54,7 @@ def add_parser(sub: Any) -> None:
         help=f"weight of the teacher term (default {d.alpha:g})",
     )
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (default 1)")
-    p.add_argument(
-        "--init",
-        choices=("scratch", "inherited"),
-        default="scratch",
-        help="start from scratch (default) or, for a supernet search, from the supernet's weights",
-    )
-    p.add_argument(
-        "--device",
-        metavar="NAME",
-        help="for a search with one front per device: that device's front",
-    )
+    add_start_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_distill)
 

@@ -28,6 +28,13 @@ def add_parser(sub: Any) -> None:
         "--seeds", type=int, default=d.seeds, help=f"seeds per model (default {d.seeds})"
     )
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (default 1)")
+    add_start_options(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_retrain)
+
+
+def add_start_options(p: argparse.ArgumentParser) -> None:
+    """How a retrained network starts, and from which device's front (retrain and distill)."""
     p.add_argument(
         "--init",
         choices=("scratch", "inherited"),
@@ -39,8 +46,6 @@ def add_parser(sub: Any) -> None:
         metavar="NAME",
         help="for a search with one front per device: that device's front",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_cmd_retrain)
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:

@@ -240,8 +240,12 @@ class GuidedSampler(BaseSampler):
             )
             fantasy[:, logged] = np.exp(fantasy[:, logged])
             front = np.concatenate([front, fantasy])
+        # The box reaches past every candidate's optimistic prediction, not only past the worst point
+        # measured: early in a search nothing slow has been measured yet, and a box ending there gave
+        # the slow, accurate end of the front no gain at all (3 seeds in 20 never reached it on
+        # NAS-Bench-201). The found front is judged against the worst point of the space alike.
         span = y.max(0) - y.min(0)
-        ref = y.max(0) + 0.1 * np.where(span > 0, span, 1.0)
+        ref = np.maximum(y.max(0), optimistic.max(0)) + 0.1 * np.where(span > 0, span, 1.0)
         gain = hv_gain(front, optimistic, ref, self._rng)
         best = np.flatnonzero(gain >= gain.max() - 1e-12)
         if gain.max() <= 0:

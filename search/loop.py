@@ -9,6 +9,7 @@ repeated architecture's result, surviving a sampling failure, and the result fil
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -297,14 +298,27 @@ def run_search(
         from compactnas.search.devices import run_devices
 
         return run_devices(cfg, data=data, quiet=quiet)
-    loop = SearchLoop(cfg, data=data, quiet=quiet)
     if cfg.backend == "ray":
-        from compactnas.search.ray_backend import run_on_ray as run
-    else:
-        from compactnas.search.local_backend import run_local as run
+        from compactnas.search.ray_backend import run_on_ray
+
+        return _drive(SearchLoop(cfg, data=data, quiet=quiet), run_on_ray, data is not None)
+    from compactnas.search.local_backend import run_local, start_early
+
+    resolve_latency_model(cfg, resolve_objectives(cfg.objectives))  # a bad device: no workers yet
+    early = start_early(cfg, data_given=data is not None)
+    try:
+        loop = SearchLoop(cfg, data=data, quiet=quiet)
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
+    return _drive(loop, functools.partial(run_local, early=early), data is not None)
+
+
+def _drive(loop: SearchLoop, run: Any, data_given: bool) -> SearchResult:
     status = "FINISHED"
     try:
-        run(loop, data_given=data is not None)
+        run(loop, data_given=data_given)
     except KeyboardInterrupt:
         status = "KILLED"
         raise

@@ -18,9 +18,9 @@ import time
 from typing import Any
 
 from compactnas.core.data import Dataset, load_data, take_subset
-from compactnas.core.errors import ConfigError
 from compactnas.search.config import SearchConfig
 from compactnas.search.loop import SearchLoop
+from compactnas.search.ray_connect import connect_ray
 
 # Tune's own console tables would duplicate the search's progress lines.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -136,28 +136,7 @@ def _payload(result: dict[str, Any], error: bool) -> dict[str, Any]:
 
 def _init_ray(cfg: SearchConfig) -> bool:
     """Connect to (or start) Ray; True when this call did, so the search also disconnects."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs: dict[str, Any] = {
-        "include_dashboard": False,
-        "log_to_driver": False,
-        "configure_logging": False,
-    }
-    if cfg.address:
-        try:
-            ray.init(address=cfg.address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ConfigError(
-                f"cannot join the Ray cluster at {cfg.address}: {str(e).splitlines()[0]}"
-            ) from None
-    elif os.environ.get("RAY_ADDRESS"):
-        ray.init(**kwargs)  # inside a Ray job (compactnas submit): the job's own cluster
-    else:
-        need = max(1, int(round(cfg.concurrency * cfg.cpus_per_trial)))
-        ray.init(address="local", num_cpus=max(need, os.cpu_count() or 1), **kwargs)
-    return True
+    return connect_ray(cfg.address, max(1, int(round(cfg.concurrency * cfg.cpus_per_trial))))
 
 
 def _tuner(loop: SearchLoop, data: Dataset | None) -> Any:

@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from compactnas.core.errors import ConfigError
+from compactnas.search.ray_connect import connect_ray
 
 
 def _worker(config: dict[str, Any]) -> None:
@@ -38,30 +39,6 @@ def _worker(config: dict[str, Any]) -> None:
     run_epochs(cfg, data, net, trainer, meta, save=rank == 0, on_epoch=report)
 
 
-def _init(cfg: Any) -> bool:
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs: dict[str, Any] = {
-        "include_dashboard": False,
-        "log_to_driver": False,
-        "configure_logging": False,
-    }
-    if cfg.address:
-        try:
-            ray.init(address=cfg.address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ConfigError(
-                f"cannot join the Ray cluster at {cfg.address}: {str(e).splitlines()[0]}"
-            ) from None
-    elif os.environ.get("RAY_ADDRESS"):
-        ray.init(**kwargs)
-    else:
-        ray.init(address="local", num_cpus=max(cfg.workers, os.cpu_count() or 1), **kwargs)
-    return True
-
-
 def train_on_ray(cfg: Any, say: Any) -> None:
     import ray
     from ray.train import RunConfig, ScalingConfig, TrainingFailedError
@@ -76,7 +53,7 @@ def train_on_ray(cfg: Any, say: Any) -> None:
             "(for a Tune search): run `compactnas supernet train --backend ray` in a process of its own"
         )
     os.environ["RAY_TRAIN_V2_ENABLED"] = "1"
-    started = _init(cfg)
+    started = connect_ray(cfg.address, cfg.workers)
     try:
         say(f"training on Ray: {cfg.workers} worker(s), gloo")
         trainer = TorchTrainer(

@@ -13,6 +13,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from multiprocessing.connection import Connection, wait
@@ -189,6 +190,7 @@ def worker_main(conn: Connection, settings: dict, data: Any | None, plugins: dic
     import torch
 
     from compactnas.core.data import load_data, take_subset
+    from compactnas.core.errors import CompactnasError
     from compactnas.evaluators import list_evaluators, register_evaluator
     from compactnas.search.candidate import resolve_latency_model, run_candidate
     from compactnas.search.config import config_from_mapping
@@ -199,11 +201,15 @@ def worker_main(conn: Connection, settings: dict, data: Any | None, plugins: dic
             register_evaluator(name)(factory)
     cfg = config_from_mapping(settings)
     torch.set_num_threads(cfg.threads)
-    if data is None:
-        data = load_data(cfg.data, seed=cfg.seed, resize=cfg.resize)
-        data = take_subset(data, train=cfg.subset, val=cfg.val_subset, seed=cfg.seed)
-    objectives = resolve_objectives(cfg.objectives)
-    latency_model = resolve_latency_model(cfg, objectives, num_classes=data.num_classes)
+    try:
+        if data is None:
+            data = load_data(cfg.data, seed=cfg.seed, resize=cfg.resize)
+            data = take_subset(data, train=cfg.subset, val=cfg.val_subset, seed=cfg.seed)
+        objectives = resolve_objectives(cfg.objectives)
+        latency_model = resolve_latency_model(cfg, objectives, num_classes=data.num_classes)
+    except CompactnasError:
+        # Bad input: the search's own setup reports it in one line; a worker adds nothing to that.
+        sys.exit(2)
     while True:
         try:
             msg = conn.recv()
