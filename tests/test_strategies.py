@@ -127,6 +127,26 @@ def test_guided_never_repeats_a_canonical_nb201_cell():
     assert len(set(keys)) == len(keys)
 
 
+def test_guided_starts_with_random_search_draws():
+    """Until its model has data the default is random search, draw for draw (never behind it)."""
+    ops = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+    def draws(strategy: str) -> list[tuple[str, ...]]:
+        sampler = create_sampler(strategy, seed=3, trials=100, workers=1, space_name="nb201")
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        cells = []
+        for i in range(12):
+            trial = study.ask()
+            cells.append(tuple(trial.suggest_categorical(f"edge_{j}", ops) for j in range(6)))
+            study.tell(trial, [0.5 + 0.01 * i, 1.0 + i])
+        return cells
+
+    guided, plain = draws("guided"), draws("random")
+    assert len(set(plain[:10])) == 10
+    assert guided[:10] == plain[:10]  # the start: 10 of a 100-trial budget
+    assert guided[10:] != plain[10:]  # then the model picks
+
+
 def test_search_config_defaults_to_guided():
     from compactnas.search.config import SearchConfig
     from compactnas.search.guided import GuidedSampler
