@@ -114,15 +114,17 @@ def test_report_renders_from_synthetic_results(tmp_path, report, baselines):
     (results / "search_quality.json").write_text(json.dumps({
         "settings": {"trials": 12, "epochs": 3, "seeds": 2},
         "reference_point": {"error": 1.0, "latency_ms": 2.0, "size_bytes": 1e6},
+        "default_sampler": "guided",
         "samplers": {
-            "nsga2": {"hypervolume_mean": 0.7311, "hypervolume_std": 0.01, "candidates_per_min_mean": 9.0},
+            "guided": {"hypervolume_mean": 0.7311, "hypervolume_std": 0.01, "candidates_per_min_mean": 9.0},
             "random": {"hypervolume_mean": 0.6502, "hypervolume_std": 0.02, "candidates_per_min_mean": 9.5},
         },
-        "hypervolume_ratio_nsga2_over_random": 1.1244,
+        "hypervolume_ratio_default_over_random": 1.1244,
+        "verdict": {"lead": 0.0809, "spread": 0.02, "ahead_by_more_than_spread": True},
         "runs": [
             {"sampler": s, "seed": k, "hypervolume": 0.7 - 0.05 * (s == "random"), "n_complete": 12,
              "best_accuracy": 0.97, "elapsed_s": 60.0}
-            for s in ("nsga2", "random") for k in (0, 1)
+            for s in ("guided", "random") for k in (0, 1)
         ],
     }))  # fmt: skip
     (results / "ray_scaling.json").write_text("{not json")
@@ -137,7 +139,8 @@ def test_report_renders_from_synthetic_results(tmp_path, report, baselines):
     assert "## Against the teacher" in text
     # Numbers come from the files.
     assert "97.21%" in text and "0.412" in text and "3.900" in text
-    assert "NSGA-II / random: 1.124." in text and "0.7311 ± 0.0100" in text
+    assert "guided (the default) / random: 1.124." in text and "0.7311 ± 0.0100" in text
+    assert "Lead over random: 0.0809, more than the spread over seeds" in text
     assert "hypervolume 0.612" in text
     # Verdicts: mobilenetv2_035 is beaten by both found models; lcnet_050 leads by 1.11 points over
     # the best found model at least as fast (trial 7) and no found model is as accurate.

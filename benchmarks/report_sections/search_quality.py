@@ -44,11 +44,23 @@ def render(ctx: Ctx) -> list[str]:
         for s, v in d.get("samplers", {}).items()
     ]  # fmt: skip
     out += table(["sampler", "hypervolume (mean ± std over seeds)", "candidates / min"], rows)
+    default = d.get("default_sampler", "nsga2")  # files written before the default was named
+    ratio = d.get(
+        "hypervolume_ratio_default_over_random", d.get("hypervolume_ratio_nsga2_over_random")
+    )
     out += [
         "",
-        f"Hypervolume ratio NSGA-II / random: {num(d.get('hypervolume_ratio_nsga2_over_random'))}.",
+        f"Hypervolume ratio {default} (the default) / random: {num(ratio)}.",
         "",
     ]
+    v = d.get("verdict")
+    if v:
+        ahead = "more" if v["ahead_by_more_than_spread"] else "not more"
+        out += [
+            f"Lead over random: {num(v['lead'], 4)}, {ahead} than the spread over seeds "
+            f"(the larger standard deviation, {num(v['spread'], 4)}).",
+            "",
+        ]
     runs = d.get("runs", [])
     if runs:
         out += table(
