@@ -402,6 +402,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{sum(entry['seconds']):.0f}s",
             flush=True,
         )
+    # Whole searches run now replace those of the same seeds and budget kept from an earlier run.
+    results["search_command"] = [
+        r
+        for r in results["search_command"]
+        if not (r["seed"] < args.loop_seeds and r["trials"] == args.loop_trials)
+    ]
     for seed in range(args.loop_seeds):
         t0 = time.time()
         ratio = run_loop(table, seed, args.loop_trials)
