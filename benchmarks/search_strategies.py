@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -354,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": args.workers,
         "path": "optuna ask/tell over the nb201 parameters with create_sampler, table lookup",
         "command": "python benchmarks/search_strategies.py " + " ".join(argv or sys.argv[1:]),
-        "note": "2 shared cores, loaded by other work",
+        "note": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start",
         "strategies": {},
         "search_command": [],
         "notes": [],

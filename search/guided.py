@@ -275,7 +275,9 @@ class GuidedSampler(BaseSampler):
         six tried a skip on the edge that most accurate cells have only twice in 100 evaluations,
         both times in poor cells, and never reached the accurate end. The uncertainty is summed over
         the objectives in their own units, so latency's (milliseconds) outweighs accuracy's: a
-        choice whose cost the model knows little of has been tried little."""
+        choice whose cost the model knows little of has been tried little. Scaling each objective
+        by its range instead left 4 of 20 held-out seeds under 0.98 at 100 evaluations (none
+        summed as they are)."""
         on_front = (y[:, None, :] == nondominated(y)[None, :, :]).all(-1).any(1)
         near = (pool[:, None, :] != x[on_front][None, :, :]).sum(-1).min(1) <= 1
         if not near.any():
