@@ -145,11 +145,11 @@ def test_a_registered_evaluator_runs_a_search(workers, tmp_path, digits):
     assert not (tmp_path / "checkpoints").exists()  # trains=False: nothing to checkpoint
 
 
-@register_evaluator("test-slow")
-class _Slow(_Lookup):
+@register_evaluator("test-pause")
+class _Pause(_Lookup):
     """Scores like test-lookup, after a pause long enough for the search to propose ahead."""
 
-    name = "test-slow"
+    name = "test-pause"
 
     def evaluate(self, model, spec, data, *, report=None):
         import time
@@ -169,7 +169,7 @@ def test_a_freed_worker_gets_a_candidate_proposed_while_it_trained(tmp_path, dig
         return original(self)
 
     monkeypatch.setattr(SearchLoop, "propose", propose)
-    cfg = SearchConfig(out=str(tmp_path), evaluator="test-slow", trials=6, population=4, workers=2)
+    cfg = SearchConfig(out=str(tmp_path), evaluator="test-pause", trials=6, population=4, workers=2)
     r = run_search(cfg, data=digits, quiet=True)
     assert running_at_ask
     # Asked with both workers training: one worker alone never asks with two candidates in flight.
