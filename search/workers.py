@@ -159,6 +159,46 @@ class WorkerPool:
         self.gate.pids = [x.proc.pid for x in self.workers]
 
 
+def prepare_fork_server() -> None:
+    """Start the workers' fork server now (it imports torch for seconds), not at the first worker."""
+    _context()
+
+
+_KEEPER: threading.Thread | None = None
+_KEEPER_LOCK = threading.Lock()
+
+
+def _keep_fork_server() -> None:
+    """Start the fork server from a thread that lives as long as this process. The server's guard
+    (forkserver_guard) ties its life to the thread that started it: started from a search's own
+    thread, or an early pool's, it would die when that thread ends, under the next search."""
+    global _KEEPER
+    from multiprocessing import forkserver
+
+    with _KEEPER_LOCK:
+        if _KEEPER is not None:
+            return
+        ready = threading.Event()
+        failed: list[BaseException] = []
+
+        def keep() -> None:
+            try:
+                forkserver.ensure_running()
+            except BaseException as e:  # noqa: BLE001 - raised again in the caller below
+                failed.append(e)
+                ready.set()
+                return
+            ready.set()
+            threading.Event().wait()  # never set: the thread ends with the process
+
+        thread = threading.Thread(target=keep, name="compactnas-fork-server", daemon=True)
+        thread.start()
+        ready.wait()
+        if failed:
+            raise failed[0]
+        _KEEPER = thread
+
+
 def _context() -> Any:
     """Fork-server workers where the platform has them: torch is imported once, in the server, and
     each worker forks from it in well under a second (a spawned one imports torch itself: tens of
@@ -169,8 +209,15 @@ def _context() -> Any:
         # ONNX export and Runtime too: host latency is measured there by default, and their first
         # import would otherwise cost every worker seconds (modules that are absent are skipped).
         ctx.set_forkserver_preload(
-            ["torch", "torch.onnx", "onnxruntime", "compactnas.search.candidate"]
+            [
+                "compactnas.search.forkserver_guard",
+                "torch",
+                "torch.onnx",
+                "onnxruntime",
+                "compactnas.search.candidate",
+            ]
         )
+        _keep_fork_server()
         return ctx
     return mp.get_context("spawn")
 

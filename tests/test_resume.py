@@ -1,4 +1,5 @@
-"""A search killed with SIGKILL mid-way, then resumed, keeps every completed trial."""
+"""A search killed with SIGKILL mid-way, then resumed, keeps every completed trial; its worker
+processes die with it, even one paused for another's timing."""
 
 import os
 import signal
@@ -7,6 +8,7 @@ import sys
 import time
 
 import optuna
+import psutil
 from optuna.trial import TrialState
 
 from compactnas.search import SearchConfig, run_search
@@ -32,7 +34,7 @@ def _complete(db):
 def test_sigkill_then_resume_loses_nothing(tmp_path, digits):
     out = tmp_path / "s"
     argv = [sys.executable, "-m", "compactnas", "search", "--trials", "8", "--epochs", "3"]
-    argv += ["--population", "4", "--out", str(out), "--quiet"]
+    argv += ["--population", "4", "--workers", "2", "--out", str(out), "--quiet"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     done, running = {}, []
@@ -43,11 +45,19 @@ def test_sigkill_then_resume_loses_nothing(tmp_path, digits):
                 break
             time.sleep(0.05)
         assert proc.poll() is None, f"search ended before it could be killed: {proc.stderr.read()}"
+        # The fork server is the search's child, the workers its children. One worker is paused as
+        # the timing gate pauses it while another network is timed.
+        below = psutil.Process(proc.pid).children(recursive=True)
+        workers = [p for p in below if p.ppid() != proc.pid]
+        assert workers, "a parallel search runs its candidates in worker processes"
+        workers[0].suspend()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+    _gone, alive = psutil.wait_procs(below, timeout=20)
+    assert not alive, f"left behind by the killed search: {[(p.pid, p.status()) for p in alive]}"
     before, running = _complete(out / "study.db")
     assert len(before) >= 2 and running, "the kill should land while a trial runs"
     # With several workers a trial can also be asked but not yet sampled: it is interrupted too.

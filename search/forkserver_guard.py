@@ -1,0 +1,23 @@
+"""Imported by the workers' fork server only (its preload list), never elsewhere.
+
+The fork server dies with the search that started it (Linux: the kernel sends SIGKILL), and its
+workers die with it. Without this, a search killed while one worker was paused for another's timing
+(SIGSTOP) left that worker paused forever: every worker holds the fork server's liveness pipe, so
+the server never saw the search go and never exited, and a paused worker cannot notice anything.
+"""
+
+from __future__ import annotations
+
+import signal
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: a paused worker there is left to the operating system
+
+
+_die_with_parent()
