@@ -6,18 +6,6 @@ workers die with it. Without this, a search killed while one worker was paused f
 the server never saw the search go and never exited, and a paused worker cannot notice anything.
 """
 
-from __future__ import annotations
+from compactnas.search.workers import die_with_parent
 
-import signal
-
-
-def _die_with_parent() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: a paused worker there is left to the operating system
-
-
-_die_with_parent()
+die_with_parent()

@@ -239,13 +239,13 @@ class GuidedSampler(BaseSampler):
         preds = [m.predict(pool, tp) for m in models]
         mean = np.stack([p[0] for p in preds], 1)
         sd = np.stack([p[1] for p in preds], 1)
-        # Slightly optimistic: the additive part's uncertainty already favours untried choices, and
-        # more optimism spent evaluations on unlikely corners (measured on NAS-Bench-201).
-        optimistic = mean - self._explore * sd
         if local:
             pick = self._local_pick(pool, x, y, sd)
             if pick is not None:
                 return pick
+        # Slightly optimistic: the additive part's uncertainty already favours untried choices, and
+        # more optimism spent evaluations on unlikely corners (measured on NAS-Bench-201).
+        optimistic = mean - self._explore * sd
         optimistic[:, logged] = np.exp(optimistic[:, logged])
         front = y
         pending = [c for t, c in zip(trials, taken, strict=True) if t.state == TrialState.RUNNING]

@@ -12,7 +12,7 @@ from collections import deque
 from compactnas.search.candidate import resolve_latency_model, run_candidate
 from compactnas.search.config import SearchConfig
 from compactnas.search.loop import Proposal, SearchLoop
-from compactnas.search.workers import Worker, WorkerPool, prepare_fork_server
+from compactnas.search.workers import Worker, WorkerPool
 
 
 class EarlyPool:
@@ -23,7 +23,6 @@ class EarlyPool:
     def __init__(self, cfg: SearchConfig) -> None:
         self.pool: WorkerPool | None = None
         self.error: BaseException | None = None
-        prepare_fork_server()  # its start (seconds) overlaps the search's setup too
         self._thread = threading.Thread(target=self._start, args=(cfg,), daemon=True)
         self._thread.start()
 

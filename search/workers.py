@@ -159,11 +159,6 @@ class WorkerPool:
         self.gate.pids = [x.proc.pid for x in self.workers]
 
 
-def prepare_fork_server() -> None:
-    """Start the workers' fork server now (it imports torch for seconds), not at the first worker."""
-    _context()
-
-
 _KEEPER: threading.Thread | None = None
 _KEEPER_LOCK = threading.Lock()
 
@@ -222,7 +217,7 @@ def _context() -> Any:
     return mp.get_context("spawn")
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # A killed search must not leave training processes behind (Linux: the kernel sends SIGKILL).
     try:
         import ctypes
@@ -233,7 +228,7 @@ def _die_with_parent() -> None:
 
 
 def worker_main(conn: Connection, settings: dict, data: Any | None, plugins: dict) -> None:
-    _die_with_parent()
+    die_with_parent()
     import torch
 
     from compactnas.core.data import load_data, take_subset
