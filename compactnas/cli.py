@@ -64,6 +64,13 @@ def _search_parser(sub: Any) -> None:
     )
     g.add_argument("--trials", type=int, default=S, help="number of candidates (default 30)")
     g.add_argument(
+        "--time-budget",
+        type=float,
+        default=S,
+        metavar="MIN",
+        help="start no new candidate after this many minutes; running ones finish (default: none)",
+    )
+    g.add_argument(
         "--sampler",
         default=S,
         help="guided (default: a surrogate model proposes), nsga2, nsga3, tpe, gp or random",

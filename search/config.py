@@ -32,6 +32,8 @@ class SearchConfig:
     # How to score and search
     objectives: tuple[str, ...] = ("accuracy", "latency", "size")
     trials: int = 30
+    # Wall-clock minutes after which no new candidate starts (running ones finish); None: no limit
+    time_budget: float | None = None
     sampler: str = "guided"
     population: int = 8
     seed: int = 0
@@ -150,7 +152,7 @@ class SearchConfig:
             raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0")
         if self.population < 2:
             raise ConfigError(f"population must be >= 2, got {self.population}")
-        for name in ("max_latency_ms", "max_size_kb", "max_params", "lr"):
+        for name in ("max_latency_ms", "max_size_kb", "max_params", "lr", "time_budget"):
             v = getattr(self, name)
             if v is not None and not (v > 0 and math.isfinite(v)):
                 raise ConfigError(f"{name} must be a positive number, got {v}")
@@ -206,7 +208,7 @@ def _coerce(name: str, value: Any) -> Any:
     expected = type(default) if default is not None else None
     if name in ("resize", "max_params", "workers", "subset", "val_subset"):
         expected = int
-    if name == "max_latency_ms" or name == "max_size_kb":
+    if name in ("max_latency_ms", "max_size_kb", "time_budget"):
         expected = float
     if name in ("cpus_per_trial", "gpus_per_trial"):
         expected = float

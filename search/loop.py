@@ -151,6 +151,7 @@ class SearchLoop:
             p = self.ready.popleft()
             self.in_flight[p.number] = p
             return p
+        self._check_time_budget()
         flying = {p.arch for p in self.in_flight.values()}
         while self.to_ask > 0:
             self.to_ask -= 1
@@ -175,6 +176,17 @@ class SearchLoop:
             self.in_flight[p.number] = p
             return p
         return None
+
+    def _check_time_budget(self) -> None:
+        budget = self.cfg.time_budget
+        if budget is None or not self.to_ask or time.time() - self.started < 60 * budget:
+            return
+        if not self.trials:  # the first candidate always starts: a search ends with a result
+            return
+        self.progress.note(
+            f"time budget of {budget:g} min spent: {self.to_ask} trial(s) not started"
+        )
+        self.to_ask = 0
 
     def _start_run(self, trial: optuna.Trial, arch: str) -> str | None:
         params = {

@@ -244,3 +244,15 @@ def test_resume_on_another_store_says_so_and_relogs(tmp_path, digits, capfd):
         )
         == 1
     )
+
+
+def test_a_time_budget_stops_new_candidates_and_finishes_running_ones(tmp_path, digits, capsys):
+    # 0.3 s per candidate: 200 would take a minute; the budget lets a few seconds' worth start.
+    cfg = SearchConfig(out=str(tmp_path), evaluator="test-pause", trials=200, population=4,
+                       workers=2, time_budget=0.05)  # fmt: skip
+    r = run_search(cfg, data=digits, quiet=True)
+    assert 0 < r.summary["n_complete"] < 200
+    assert set(r.trials["state"]) == {"COMPLETE"}  # nothing started was left unfinished
+    assert main(["search", "--time-budget", "-1", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "time_budget must be a positive number" in err and len(err.splitlines()) == 1
