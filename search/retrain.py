@@ -59,8 +59,10 @@ def initial_weights(init: str, search_cfg: dict[str, Any], arch: str, data: Any)
             "--init inherited needs a supernet search (compactnas search --supernet DIR)"
         )
     from compactnas.search.supernet import inherited_model_for
+    from compactnas.spaces import parse_arch
 
-    model, _ = inherited_model_for(search_cfg, arch)
+    # A compressed candidate starts dense, from its uncompressed sub-network; fine-tuning compresses it.
+    model, _ = inherited_model_for(search_cfg, str(parse_arch(arch).without_compression()))
     return model.state_dict()
 
 

@@ -309,16 +309,16 @@ def supernet_space(cfg: Any, data: Any) -> Any:
     from compactnas.evaluators.supernet import check_matches, read_checkpoint
     from compactnas.spaces.elastic import ElasticSpace
 
-    if cfg.compress:
-        raise ConfigError(
-            "a supernet's sub-networks carry no compression keys: search without --compress and "
-            "compress the chosen models when fine-tuning them"
-        )
     if not hasattr(data, "train"):
         raise ConfigError("a supernet search needs image data, not a table")
     blob = read_checkpoint(cfg.supernet)
     check_matches(blob, data, cfg.space)
-    return ElasticSpace.from_dict(blob["elastic"])
+    space = ElasticSpace.from_dict(blob["elastic"])
+    if cfg.compress:  # pruning ratios read as hidden-width choices, bit-widths left to fine-tuning
+        from compactnas.spaces.elastic import CompressedElastic
+
+        return CompressedElastic(space)
+    return space
 
 
 def search_data(scfg: dict[str, Any]) -> Any:
@@ -356,6 +356,15 @@ def inherited_checkpoint(out: Path, summary: dict[str, Any], frozen: Any) -> Pat
     arch = frozen.user_attrs.get("arch")
     if path.is_file() or arch is None or frozen.state.name != "COMPLETE":
         return path if path.is_file() else None
+    from compactnas.spaces import parse_arch
+
+    if str(parse_arch(arch).without_compression()) != arch:
+        if any((out / kind / f"trial_{number}.pt").is_file() for kind in ("retrained", "distilled")):
+            return None  # fine-tuned weights exist: export takes those
+        raise CheckpointError(
+            f"trial {number} is a compressed candidate: its pruned and quantized weights come from "
+            f"fine-tuning (compactnas retrain {out} --init inherited), not from the supernet"
+        )
     model, data = inherited_model_for(summary.get("config") or {}, arch)
     with replacing(path) as tmp:
         torch.save(

@@ -4,7 +4,10 @@ Every stage is an inverted residual (``ir``): it is the kind whose kernel, expan
 can all shrink inside one set of shared weights (a ``ds`` block has no expansion, a ``cn`` or ``er``
 block's dense k x k convolution would tie kernel and width into one large tensor), and it is the
 MobileNetV2/V3 block once-for-all and BigNAS train. Squeeze-excite is left off and compression keys
-are never part of a sub-network: pruning and bit-widths belong to the final fine-tuning.
+are never part of a sub-network. A compressed candidate (``CompressedElastic``, a search with
+``--compress``) is read off the supernet through ``subnetwork``: a stage's pruning ratio removes that
+share of its hidden (expanded) channels, which is the supernet's expansion choice nearest to
+``e * (1 - ratio)``; bit-widths are applied when the chosen model is fine-tuned.
 
 Per stage: kernel 3/5/7 (the centre of the shared 7x7 kernel), expansion 3/4/6, depth 1-3 (the first
 blocks kept), width from the mobile space's per-stage list (the first channels kept); stem and head
@@ -13,11 +16,12 @@ widths are elastic too (head 0 means no head convolution, as in the mobile space
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from compactnas.core.errors import ConfigError
 from compactnas.spaces.arch import ArchSpec, BlockSpec, HeadSpec, StemSpec, as_spec
+from compactnas.spaces.compression import sample_compression
 from compactnas.spaces.layout import stage_layout
 from compactnas.spaces.sampling import RandomTrial
 
@@ -137,3 +141,44 @@ class ElasticSpace:
         if spec.stem.wbits < 32 or spec.stem.abits < 32:
             raise ConfigError(f"{where}: no compression keys in a sub-network")
         return spec
+
+    def subnetwork(self, spec_or_string: ArchSpec | str) -> ArchSpec:
+        """The sub-network whose inherited accuracy stands for a (possibly compressed) candidate: each
+        pruned stage takes the expansion choice nearest to what pruning leaves of its hidden channels
+        (ties to the smaller; a ratio leaving less than the smallest choice maps to the smallest);
+        bit-widths are dropped. An uncompressed sub-network maps to itself."""
+        spec = as_spec(spec_or_string)
+        plain = self.check(spec.without_compression())
+        stages = tuple(
+            replace(
+                p,
+                expansion=float(
+                    min(self.expansions, key=lambda e: (abs(e - b.expansion * (1 - b.prune)), e))
+                ),
+            )
+            if b.prune
+            else p
+            for b, p in zip(spec.stages, plain.stages, strict=True)
+        )
+        return replace(plain, stages=stages)
+
+
+@dataclass(frozen=True)
+class CompressedElastic:
+    """The supernet's sub-space with per-stage pruning ratios and bit-widths sampled on top."""
+
+    space: ElasticSpace
+
+    @property
+    def name(self) -> str:
+        return self.space.name
+
+    def sample(self, trial: Any) -> ArchSpec:
+        spec = self.space.sample(trial)
+        stages = tuple(
+            replace(b, **sample_compression(trial, i)) for i, b in enumerate(spec.stages)
+        )
+        return replace(spec, stages=stages)
+
+    def subnetwork(self, spec_or_string: ArchSpec | str) -> ArchSpec:
+        return self.space.subnetwork(spec_or_string)

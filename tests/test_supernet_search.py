@@ -85,7 +85,14 @@ def test_show_and_export_handle_fronts_per_device(searched, capsys):
     best = max(searched.summary["devices"]["rpi4"]["pareto"], key=lambda r: r["accuracy"])
     assert card["arch"] == best["arch"]
     # The exported weights are the inherited ones the search measured.
-    assert card["pytorch"]["test_accuracy"] == pytest.approx(best["test_accuracy"], abs=1e-9)
+    from compactnas.evaluators.train import accuracy
+    from compactnas.search.supernet import inherited_model_for
+
+    model, data = inherited_model_for(searched.summary["config"], best["arch"])
+    assert accuracy(model, data.val.x, data.val.y) == pytest.approx(best["accuracy"], abs=1e-9)
+    assert card["pytorch"]["test_accuracy"] == pytest.approx(
+        accuracy(model, data.test.x, data.test.y), abs=1e-9
+    )
 
 
 def test_a_supernet_for_other_data_or_space_is_refused(supernet, tmp_path, capsys):
@@ -97,7 +104,6 @@ def test_a_supernet_for_other_data_or_space_is_refused(supernet, tmp_path, capsy
     for extra, message in (
         (["--data", f"npz:{other}"], "trained on other data"),
         (["--space", "squeeze"], "space 'mobile', not 'squeeze'"),
-        (["--compress"], "no compression keys"),
         (["--evaluator", "proxy"], "--supernet needs --evaluator supernet"),
     ):
         assert main([*base, *extra]) == 2, extra
@@ -154,3 +160,65 @@ def test_init_choices_are_checked():
     for make in (DistillConfig, RetrainConfig):
         with pytest.raises(ConfigError, match="unknown --init 'warm'"):
             make(init="warm")
+
+
+def test_distill_starts_from_the_inherited_weights(searched, tmp_path):
+    teachers = tmp_path / "teachers"
+    assert main(["teacher", "--data", "digits", "--out", str(teachers), "--epochs", "1"]) == 0
+    (ckpt,) = teachers.glob("teacher-digits-*.pt")
+    argv = ["distill", str(searched.out_dir), "--device", "rpi4", "--top", "1", "--seeds", "1",
+            "--epochs", "1", "--teacher", str(ckpt), "--init", "inherited", "-q"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((searched.out_dir / "devices" / "rpi4" / "distill.json").read_text())
+    (m,) = report["models"]
+    best = max(searched.summary["devices"]["rpi4"]["pareto"], key=lambda r: r["accuracy"])
+    assert report["settings"]["init"] == "inherited" and m["arch"] == best["arch"]
+    assert (
+        len(m["distilled"]["accuracy"]["values"]) == len(m["baseline"]["accuracy"]["values"]) == 1
+    )
+
+
+def test_pruning_ratios_map_to_hidden_width_choices():
+    space = ElasticSpace.for_image(8)
+    base = (
+        "stem_k3_s1_c8-ir_r1_k3_s1_e{}_c8{}-ir_r1_k3_s2_e3_c16_wb4_ab8-ir_r1_k3_s2_e3_c24-head_c0"
+    )
+    for e, keys, mapped in ((6, "_pr0.5", 3), (6, "_pr0.25", 4), (4, "_pr0.75", 3), (6, "", 6),
+                            (4, "_pr0.25_wb8", 3)):  # fmt: skip
+        assert str(space.subnetwork(base.format(e, keys))) == base.format(mapped, "").replace(
+            "_wb4_ab8", ""
+        )
+
+
+def test_a_compressed_supernet_search_scores_the_mapped_sub_network(supernet, tmp_path, digits,
+                                                                    capsys):  # fmt: skip
+    from compactnas.evaluators.supernet import SupernetEvaluator
+    from compactnas.spaces import parse_arch
+
+    cfg = SearchConfig(supernet=str(supernet), compress=True, device="rpi4", trials=12, workers=1,
+                       out=str(tmp_path / "s"), sampler="random")  # fmt: skip
+    result = run_search(cfg, data=digits, quiet=True)
+    done = result.trials[result.trials.state == "COMPLETE"]
+    assert len(done) == 12
+    pruned = [r for r in done.itertuples() if "_pr" in r.arch]
+    assert pruned
+    space = ElasticSpace.for_image(8)
+    ev = SupernetEvaluator(folder=str(supernet))
+    for r in pruned:
+        m = ev.evaluate(None, parse_arch(str(space.subnetwork(r.arch))), digits)
+        assert m["cached"] == 1.0 and m["accuracy"] == pytest.approx(r.accuracy, abs=1e-12)
+    out = str(tmp_path / "s")
+    best = max(result.summary["pareto"], key=lambda r: r["accuracy"])
+    assert str(parse_arch(best["arch"]).without_compression()) != best["arch"]
+    capsys.readouterr()
+    assert main(["export", out, "--trial", str(best["trial"]), "--format", "onnx",
+                 "--no-mlflow"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert "compressed candidate" in err and len(err.splitlines()) == 1
+    assert main(["retrain", out, "--top", "1", "--epochs", "2", "--init", "inherited", "-q"]) == 0
+    report = json.loads((tmp_path / "s" / "retrained" / "retrain-inherited.json").read_text())
+    (m,) = report["models"]
+    assert m["arch"] == best["arch"] and m["init"] == "inherited"
+    # Once fine-tuned, the compressed trial exports like any other.
+    assert main(["export", out, "--trial", str(best["trial"]), "--format", "onnx", "--no-mlflow",
+                 "-q"]) == 0  # fmt: skip
