@@ -22,6 +22,9 @@ def extra_args(stem: str) -> list[str] | None:
             print(f"== arena: skipped, {CIFAR} is absent (run arena.py --data SOURCE yourself)")
             return None
         return ["--data", f"npz:{CIFAR}"]
+    if stem == "supernet" and not CIFAR.is_file():
+        print(f"== supernet: {CIFAR} is absent; measuring on digits")
+        return ["--data", "digits"]
     return []
 
 

@@ -116,9 +116,12 @@ def rank_step(
     for arch in subnets(space, s["subnets"], seed=1):
         t = time.time()
         m = ev.evaluate(None, parse_arch(arch), data)
-        rows.append({"arch": arch, "inherited": m["accuracy"], "inherited_s": time.time() - t})
+        rows.append({"arch": arch, "inherited": m["accuracy"], "inherited_s": time.time() - t,
+                     "cached": bool(m["cached"])})  # fmt: skip
         res.save()
-    res["seconds_per_subnet_inherited"] = statistics.median(r["inherited_s"] for r in rows)
+    fresh = [r["inherited_s"] for r in rows if not r["cached"]]
+    if fresh:  # a supernet evaluated before answers from its cache: no time to report then
+        res["seconds_per_subnet_inherited"] = statistics.median(fresh)
     say(f"inherited accuracy of {len(rows)} sub-networks; now training each from scratch")
     by_arch = {r["arch"]: r for r in rows}
 
@@ -243,7 +246,9 @@ def run(args: argparse.Namespace, s: dict[str, Any]) -> None:
     from dataclasses import asdict
 
     # The arena's final recipe: the search's defaults (label smoothing 0.1 among them), F epochs.
-    recipe = asdict(final_train_config(SearchConfig().to_dict(), epochs=s["final_epochs"], seed=0))
+    recipe = asdict(
+        final_train_config(SearchConfig().to_dict(), epochs=s["final_epochs"], seed=args.seed)
+    )
     res["recipe"] = recipe
     steps = args.steps.split(",")
     if "rank" in steps:
@@ -328,6 +333,9 @@ def render(ctx: Any) -> list[str]:
     out += [settings_line(d.get("settings")), ""]
     if not d.get("complete"):
         out += ["Partial results: the run did not finish.", ""]
+    if d.get("earlier"):
+        out += [f"Steps {d['settings'].get('steps')} redone on the supernet of an earlier run "
+                f"(`{Path(d['earlier']).name}`), whose other measurements are kept.", ""]  # fmt: skip
     sn = d.get("supernet") or {}
     out.append(f"- Supernet training: {num(sn.get('train_s'), 1)} s")
     for key, label in (
@@ -372,14 +380,21 @@ def render(ctx: Any) -> list[str]:
         out += ["", *table(["sub-network", "inherited val acc", "stand-alone val acc"],
                            [[short_arch(r["arch"], 80), num(r["inherited"]), num(r["standalone"])]
                             for r in rows])]  # fmt: skip
-    longer = ctx.results / "supernet_rank.json"  # the rank step again, a longer stand-alone recipe
-    if longer.is_file():
-        e = json.loads(longer.read_text())
+    # The rank step again on the same supernet, with other stand-alone recipes or seeds.
+    for path in sorted(ctx.results.glob("supernet_rank*.json")):
+        e = json.loads(path.read_text())
         es = e.get("settings") or {}
-        out += ["", f"Rank agreement against a longer stand-alone recipe (`supernet_rank.json`: "
-                f"{es.get('final_epochs')} epochs on {es.get('final_subset')} images, "
-                f"{len(e.get('subnets', []))} sub-networks, the same supernet): Kendall tau "
-                f"{num(e.get('kendall_tau'), 3)}, Spearman {num(e.get('spearman'), 3)}."]  # fmt: skip
+        out += ["", f"`{path.name}` (the same supernet; stand-alone {es.get('final_epochs')} epochs on "
+                f"{es.get('final_subset')} images, seed {es.get('seed')}, "
+                f"{len(e.get('subnets', []))} sub-networks): Kendall tau {num(e.get('kendall_tau'), 3)}, "
+                f"Spearman {num(e.get('spearman'), 3)}."]  # fmt: skip
+        mine = {r["arch"]: r["standalone"] for r in rows}
+        both = [(mine[r["arch"]], r["standalone"]) for r in e.get("subnets", [])
+                if "standalone" in r and r["arch"] in mine]  # fmt: skip
+        if len(both) >= 3 and es != d.get("settings"):
+            agree = rank_agreement([a for a, _ in both], [b for _, b in both])
+            out[-1] += (f" Its stand-alone accuracies against this section's: Kendall tau "
+                        f"{num(agree['kendall_tau'], 3)} ({len(both)} sub-networks).")  # fmt: skip
     return out + [""]
 
 
@@ -400,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="JSON",
         help="start from an earlier results file: its measurements are kept, --steps redone",
     )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of stand-alone and retrained networks (default 0)"
+    )
     p.add_argument("--steps", default=",".join(STEPS), help="steps to run (default: all)")
     p.add_argument("--out", default=str(ROOT / "results" / "supernet.json"))
     args = p.parse_args(argv)
@@ -409,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     base = QUICK if args.quick else FULL
     settings = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in base.items()}
-    settings.update(data=args.data, quick=args.quick, steps=args.steps)
+    settings.update(data=args.data, quick=args.quick, steps=args.steps, seed=args.seed)
     unknown = set(args.steps.split(",")) - set(STEPS)
     if unknown:
         print(f"supernet benchmark: unknown step(s) {', '.join(sorted(unknown))}", file=sys.stderr)
