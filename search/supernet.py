@@ -359,7 +359,9 @@ def inherited_checkpoint(out: Path, summary: dict[str, Any], frozen: Any) -> Pat
     from compactnas.spaces import parse_arch
 
     if str(parse_arch(arch).without_compression()) != arch:
-        if any((out / kind / f"trial_{number}.pt").is_file() for kind in ("retrained", "distilled")):
+        if any(
+            (out / kind / f"trial_{number}.pt").is_file() for kind in ("retrained", "distilled")
+        ):
             return None  # fine-tuned weights exist: export takes those
         raise CheckpointError(
             f"trial {number} is a compressed candidate: its pruned and quantized weights come from "
