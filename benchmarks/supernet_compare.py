@@ -28,25 +28,12 @@ def _init(source: str, subset: int | None, seed: int) -> None:
 
 
 def _train(arch: str, recipe: dict[str, Any]) -> dict[str, Any]:
-    import time
+    from compactnas.evaluators import TrainConfig
+    from compactnas.search.retrain import train_final
+    from compactnas.spaces import parse_arch
 
-    import torch
-
-    from compactnas.evaluators import TrainConfig, accuracy
-    from compactnas.evaluators.train import train
-    from compactnas.spaces import create_model
-
-    data, tc = _DATA, TrainConfig(**recipe)
-    t0 = time.time()
-    torch.manual_seed(tc.seed)
-    model = create_model(arch, num_classes=data.num_classes, in_chans=data.input_shape[0])
-    loss = train(model, data.train.x, data.train.y, tc)["loss"]
-    return {
-        "arch": arch,
-        "accuracy": accuracy(model, data.val.x, data.val.y),
-        "train_loss": float(loss),
-        "seconds": round(time.time() - t0, 2),
-    }
+    _, m = train_final(parse_arch(arch), _DATA, TrainConfig(**recipe), test=False)
+    return {"arch": arch, **m}
 
 
 def train_standalone(
@@ -76,15 +63,15 @@ def spread_picks(front: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
 
 def hypervolume_2d(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
     """Area dominated by (accuracy, latency) points, maximising accuracy and minimising latency,
-    inside the box from ``ref`` = (lowest accuracy, highest latency) counted."""
+    inside the box from ``ref`` = (lowest accuracy, highest latency) counted, in accuracy x ms."""
+    import numpy as np
+
+    from compactnas.search.results import hypervolume
+
     acc_ref, lat_ref = ref
-    pts = sorted((lat, acc) for acc, lat in points if acc > acc_ref and lat < lat_ref)
-    area, best = 0.0, acc_ref
-    for i, (lat, acc) in enumerate(pts):
-        best = max(best, acc)
-        nxt = pts[i + 1][0] if i + 1 < len(pts) else lat_ref
-        area += (nxt - lat) * (best - acc_ref)
-    return area
+    box = np.array([1.0 - acc_ref, lat_ref])  # minimised: accuracy above acc_ref, latency
+    pts = np.array([(1.0 - a, lat) for a, lat in points]).reshape(-1, 2)
+    return hypervolume(pts, box) * float(box.prod())
 
 
 def arena_baselines(path: Path, data_name: str, recipe: dict[str, Any], subset: int | None,

@@ -91,9 +91,12 @@ def final_train_config(search_cfg: dict[str, Any], *, epochs: int, seed: int) ->
     )
 
 
-def train_final(spec: Any, data: Any, tc: Any, init: Any = None) -> tuple[Any, dict[str, float]]:
+def train_final(
+    spec: Any, data: Any, tc: Any, init: Any = None, *, test: bool = True
+) -> tuple[Any, dict[str, float]]:
     """Train an architecture from scratch (compressed as its string says) on the whole training split;
-    returns the model and its validation/test accuracy, last training loss and seconds taken."""
+    returns the model and its validation (and, with ``test``, test) accuracy, last training loss and
+    seconds taken."""
     import torch
 
     from compactnas.evaluators import accuracy, is_compressed
@@ -111,12 +114,10 @@ def train_final(spec: Any, data: Any, tc: Any, init: Any = None) -> tuple[Any, d
         loss = got.get("train_loss", got.get("loss", float("nan")))
     else:
         loss = train(model, data.train.x, data.train.y, tc)["loss"]
-    return model, {
-        "accuracy": accuracy(model, data.val.x, data.val.y),
-        "test_accuracy": accuracy(model, data.test.x, data.test.y),
-        "train_loss": float(loss),
-        "seconds": round(time.time() - t0, 2),
-    }
+    metrics = {"accuracy": accuracy(model, data.val.x, data.val.y), "train_loss": float(loss)}
+    if test:
+        metrics["test_accuracy"] = accuracy(model, data.test.x, data.test.y)
+    return model, {**metrics, "seconds": round(time.time() - t0, 2)}
 
 
 def chosen_models(summary: dict[str, Any], top: int) -> list[dict[str, Any]]:

@@ -356,9 +356,9 @@ def inherited_checkpoint(out: Path, summary: dict[str, Any], frozen: Any) -> Pat
     arch = frozen.user_attrs.get("arch")
     if path.is_file() or arch is None or frozen.state.name != "COMPLETE":
         return path if path.is_file() else None
-    from compactnas.spaces import parse_arch
+    from compactnas.evaluators import is_compressed
 
-    if str(parse_arch(arch).without_compression()) != arch:
+    if is_compressed(arch):
         if any(
             (out / kind / f"trial_{number}.pt").is_file() for kind in ("retrained", "distilled")
         ):
