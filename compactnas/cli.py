@@ -73,7 +73,8 @@ def _search_parser(sub: Any) -> None:
     g.add_argument(
         "--sampler",
         default=S,
-        help="guided (default: a surrogate model proposes), nsga2, nsga3, tpe, gp or random",
+        help="guided (default: a surrogate model proposes), nsga2, nsga3 (nsga2-p16: population 16), "
+        "tpe, gp or random",
     )
     g.add_argument("--population", type=int, default=S, help="NSGA-II population size (default 8)")
     g.add_argument(

@@ -14,8 +14,8 @@ import yaml
 from compactnas.core.errors import ConfigError
 from compactnas.core.onnx_runtime import HOST_RUNTIMES
 from compactnas.evaluators.train import AUGMENTS, OPTIMIZERS
+from compactnas.search.strategies import parse_strategy
 
-SAMPLERS = ("guided", "nsga2", "nsga3", "tpe", "gp", "random")
 BACKENDS = ("local", "ray")
 
 
@@ -91,10 +91,7 @@ class SearchConfig:
             raise ConfigError("at least one objective is needed")
         if len(set(self.objectives)) != len(self.objectives):
             raise ConfigError(f"objectives repeat a name: {','.join(self.objectives)}")
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(
-                f"unknown sampler '{self.sampler}' (use one of: {', '.join(SAMPLERS)})"
-            )
+        parse_strategy(self.sampler)  # the strategies' registry is the one list of names
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"unknown optimizer '{self.optimizer}' (use one of: {', '.join(OPTIMIZERS)})"

@@ -39,7 +39,7 @@ _ABSENT = -1  # a conditional parameter a trial never asked for
 
 
 def _as_is(params: dict[str, Any]) -> dict[str, Any]:
-    # A module-level function, not a lambda: the sampler must pickle (Ray Tune ships its searcher).
+    # A module-level function, not a lambda, so that the sampler stays picklable.
     return params
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import pickle
 
 import numpy as np
 import optuna
@@ -46,7 +45,6 @@ def test_registry_builds_every_strategy():
     for name in (*STRATEGIES, "nsga2-p16", "nsga3-p4"):
         sampler = create_sampler(name, seed=0, trials=50, workers=2, space_name="nb201")
         assert isinstance(sampler, optuna.samplers.BaseSampler), name
-        pickle.loads(pickle.dumps(sampler))  # Ray Tune ships its searcher, sampler included
     assert parse_strategy("nsga2-p16") == ("nsga2", 16)
     assert create_sampler("nsga2-p16", seed=0)._population_size == 16
 
