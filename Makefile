@@ -65,9 +65,9 @@ test-latest:
 lock:
 	test -x $(LOCK_VENV)/bin/uv || \
 		($(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/python -m pip install --quiet $(UV))
-	$(LOCK_VENV)/bin/uv pip compile --quiet --upgrade --generate-hashes --python-version 3.11 \
+	$(LOCK_VENV)/bin/uv pip compile --quiet --upgrade --generate-hashes --python $(PYTHON) \
 		--extra dev --extra edge -o $(TEST_LOCK) pyproject.toml requirements/pins.in
-	$(LOCK_VENV)/bin/uv pip compile --quiet --upgrade --generate-hashes --python-version 3.11 \
+	$(LOCK_VENV)/bin/uv pip compile --quiet --upgrade --generate-hashes --python $(PYTHON) \
 		-c $(TEST_LOCK) -o $(DEMO_LOCK) pyproject.toml requirements/pins.in
 
 bench: install
