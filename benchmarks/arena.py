@@ -317,7 +317,7 @@ def run_search_step(args, s, data, resize, work, doc, path) -> dict[str, Any]:
 
 
 def run_retrain_step(s, data, work, doc, path) -> None:
-    from compactnas.search.retrain import RetrainConfig, run_retrain
+    from compactnas.search.workflows.retrain import RetrainConfig, run_retrain
 
     t0 = time.time()
     front = doc["search"]["front"]
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     from compactnas.core.data import load_data, take_subset
     from compactnas.core.errors import CompactnasError
     from compactnas.core.host import host_description
-    from compactnas.search.retrain import final_train_config
+    from compactnas.search.workflows.retrain import final_train_config
 
     args = parse(argv)
     s = settings_of(args)

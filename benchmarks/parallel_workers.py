@@ -166,7 +166,7 @@ def _alone(probe: Prober, n: int) -> list[float]:
 
 
 def _time_during(probe: Prober) -> Any:
-    from compactnas.search.workers import current_gate
+    from compactnas.search.backends.workers import current_gate
 
     def during(thread: threading.Thread) -> dict:
         gated: list[float] = []

@@ -212,8 +212,9 @@ def run(args: argparse.Namespace, s: dict[str, Any]) -> None:
 
     from compactnas.core.data import load_data
     from compactnas.search import SearchConfig
-    from compactnas.search.retrain import final_train_config
-    from compactnas.search.supernet import SupernetConfig, train_supernet
+    from compactnas.search.supernet.epochs import SupernetConfig
+    from compactnas.search.supernet.training import train_supernet
+    from compactnas.search.workflows.retrain import final_train_config
 
     torch.set_num_threads(1)
     earlier = json.loads(Path(args.earlier).read_text()) if args.earlier else {}

@@ -29,7 +29,7 @@ def _init(source: str, subset: int | None, seed: int) -> None:
 
 def _train(arch: str, recipe: dict[str, Any]) -> dict[str, Any]:
     from compactnas.evaluators import TrainConfig
-    from compactnas.search.retrain import train_final
+    from compactnas.search.workflows.retrain import train_final
     from compactnas.spaces import parse_arch
 
     _, m = train_final(parse_arch(arch), _DATA, TrainConfig(**recipe), test=False)

@@ -25,8 +25,8 @@ _LAZY = {
     "SearchConfig": ("compactnas.search", "SearchConfig"),
     "load_data": ("compactnas.core.data", "load_data"),
     "load_profile": ("compactnas.hw_profiles", "load_profile"),
-    "export": ("compactnas.search.export", "export"),
-    "load_exported": ("compactnas.search.export_formats", "load_exported"),
+    "export": ("compactnas.search.export.pipeline", "export"),
+    "load_exported": ("compactnas.search.export.loading", "load_exported"),
 }
 
 

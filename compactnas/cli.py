@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 from compactnas.core.errors import CompactnasError, ConfigError
+from compactnas.search.strategies import STRATEGIES
 
 EXIT_USAGE = 2
 
@@ -73,8 +75,8 @@ def _search_parser(sub: Any) -> None:
     g.add_argument(
         "--sampler",
         default=S,
-        help="guided (default: a surrogate model proposes), nsga2, nsga3 (nsga2-p16: population 16), "
-        "tpe, gp or random",
+        help=f"one of {', '.join(STRATEGIES)} (default guided: a surrogate model proposes); "
+        "nsga2-p16 / nsga3-p16 set the population",
     )
     g.add_argument("--population", type=int, default=S, help="NSGA-II population size (default 8)")
     g.add_argument(
@@ -316,13 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     _show_parser(sub)
     _ui_parser(sub)
     for module in _EXTENSIONS:
-        try:
-            mod = __import__(module, fromlist=["add_parser"])
-        except ImportError as e:
-            if e.name and e.name.startswith("compactnas"):
-                continue
-            raise
-        mod.add_parser(sub)
+        # Every command is part of the package: a module that fails to import is a defect to see,
+        # never a command to leave out quietly.
+        importlib.import_module(module).add_parser(sub)
     return parser
 
 

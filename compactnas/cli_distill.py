@@ -1,4 +1,4 @@
-"""``compactnas distill``: the command line of compactnas.search.distill."""
+"""``compactnas distill``: the command line of compactnas.search.workflows.distill."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from compactnas.cli_retrain import add_start_options
 
 
 def add_parser(sub: Any) -> None:
-    from compactnas.search.distill import DistillConfig
+    from compactnas.search.workflows.distill import DistillConfig
 
     d = DistillConfig()
     p = sub.add_parser(
@@ -61,7 +61,7 @@ def add_parser(sub: Any) -> None:
 
 def _cmd_distill(args: argparse.Namespace) -> int:
     from compactnas.search.devices import device_folder
-    from compactnas.search.distill import DistillConfig, run_distill
+    from compactnas.search.workflows.distill import DistillConfig, run_distill
 
     cfg = DistillConfig(
         top=args.top, seeds=args.seeds, epochs=args.epochs, temperature=args.temperature, alpha=args.alpha,

@@ -1,4 +1,4 @@
-"""``compactnas export``: the command line of compactnas.search.export (one trained model of a search as
+"""``compactnas export``: the command line of compactnas.search.export.pipeline (one trained model of a search as
 ONNX, int8 ONNX, TorchScript, a state dict or its architecture string, checked and described in a card)."""
 
 from __future__ import annotations
@@ -8,13 +8,9 @@ import sys
 import warnings
 from typing import Any
 
-from compactnas.search.export_formats import CALIBRATIONS
-from compactnas.search.pick import PICKS
-
-_FORMATS_HELP = (
-    "onnx (default), onnx-int8, torchscript, state-dict, arch, tflite, tflite-int8, executorch, "
-    "executorch-int8; repeat or comma-separate"
-)
+from compactnas.search.export.formats import CALIBRATIONS
+from compactnas.search.export.registry import formats_help
+from compactnas.search.workflows.pick import PICKS
 
 
 def add_parser(sub: Any) -> None:
@@ -36,7 +32,7 @@ def add_parser(sub: Any) -> None:
         "scaled to [0, 1])",
     )
     p.add_argument(
-        "--format", action="append", dest="formats", metavar="FORMAT", help=_FORMATS_HELP
+        "--format", action="append", dest="formats", metavar="FORMAT", help=formats_help()
     )
     p.add_argument(
         "--device",
@@ -75,11 +71,11 @@ def add_parser(sub: Any) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from compactnas.search.devices import device_folder
-    from compactnas.search.export import ExportConfig, ExportWarning, export
+    from compactnas.search.export.pipeline import ExportConfig, ExportWarning, export
 
     formats = tuple(args.formats or ())
     if args.device and not formats:
-        from compactnas.search.export_edge import formats_for_device
+        from compactnas.search.export.edge import formats_for_device
 
         formats, note = formats_for_device(args.device)
         print(f"compactnas: {note}", file=sys.stderr)

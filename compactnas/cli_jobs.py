@@ -1,4 +1,4 @@
-"""``compactnas submit`` and ``compactnas jobs``: the command line of compactnas.search.jobs."""
+"""``compactnas submit`` and ``compactnas jobs``: the command line of compactnas.search.backends.jobs."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from compactnas.search.jobs import submit_job
+    from compactnas.search.backends.jobs import submit_job
 
     job_id, entrypoint = submit_job(
         args.address, args.args, working_dir=args.working_dir, job_id=args.job_id
@@ -53,7 +53,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _follow(address: str, job_id: str) -> int:
-    from compactnas.search.jobs import follow_job
+    from compactnas.search.backends.jobs import follow_job
 
     def write(text: str) -> None:
         sys.stdout.write(text)
@@ -65,7 +65,7 @@ def _follow(address: str, job_id: str) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
-    from compactnas.search import jobs
+    from compactnas.search.backends import jobs
 
     if args.action == "list":
         listed = jobs.list_jobs(args.address)

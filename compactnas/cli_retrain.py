@@ -8,7 +8,7 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    from compactnas.search.retrain import RetrainConfig
+    from compactnas.search.workflows.retrain import RetrainConfig
 
     d = RetrainConfig()
     p = sub.add_parser(
@@ -50,7 +50,7 @@ def add_start_options(p: argparse.ArgumentParser) -> None:
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from compactnas.search.devices import device_folder
-    from compactnas.search.retrain import RetrainConfig, run_retrain
+    from compactnas.search.workflows.retrain import RetrainConfig, run_retrain
 
     cfg = RetrainConfig(
         top=args.top, epochs=args.epochs, seeds=args.seeds, threads=args.threads, init=args.init

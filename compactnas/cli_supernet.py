@@ -7,7 +7,7 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    from compactnas.search.supernet import SPACES, SupernetConfig
+    from compactnas.search.supernet.epochs import SPACES, SupernetConfig
 
     d = SupernetConfig()
     p = sub.add_parser(
@@ -72,7 +72,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from compactnas.search.supernet import SupernetConfig, train_supernet
+    from compactnas.search.supernet.epochs import SupernetConfig
+    from compactnas.search.supernet.training import train_supernet
 
     cfg = SupernetConfig(
         space=args.space, data=args.data, resize=args.resize, subset=args.subset, seed=args.seed, epochs=args.epochs,

@@ -1,4 +1,4 @@
-"""``compactnas teacher``: the command line of compactnas.search.teacher."""
+"""``compactnas teacher``: the command line of compactnas.search.workflows.teacher."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _cmd_teacher(args: argparse.Namespace) -> int:
-    from compactnas.search.teacher import train_teacher
+    from compactnas.search.workflows.teacher import train_teacher
 
     t = train_teacher(
         args.data, args.out, model=args.model, epochs=args.epochs, lr=args.lr, seed=args.seed,

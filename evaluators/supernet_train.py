@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from compactnas.core.errors import ConfigError, TrialDiverged
-from compactnas.evaluators.train import TrainConfig, _augment, _optimizer, augment_mode
+from compactnas.evaluators.train import TrainConfig, augment_batch, augment_mode, make_optimizer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +58,7 @@ class SandwichTrainer:
         # the gradients are averaged across ranks (torch.distributed) before each optimizer step.
         self.rank, self.world = shard
         self.steps_per_epoch = max(1, math.ceil(len(y) / tc.batch_size))
-        self.opt = _optimizer(net, tc, tc.lr)
+        self.opt = make_optimizer(net, tc, tc.lr)
         self.sched = (
             torch.optim.lr_scheduler.OneCycleLR(
                 self.opt,
@@ -123,7 +123,7 @@ class SandwichTrainer:
             if len(idx) < 2 * self.world:  # batch norm needs two examples on every rank
                 continue
             idx = idx[self.rank :: self.world]
-            xb = _augment(self.x[idx], self.mode, self.gen).contiguous()
+            xb = augment_batch(self.x[idx], self.mode, self.gen).contiguous()
             lb, ls = self.step(xb, self.y[idx])
             big += lb * len(idx)
             small += ls * len(idx)

@@ -61,7 +61,7 @@ class TrainConfig:
             )
 
 
-def _optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
     # No weight decay on biases and normalisation parameters.
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     other = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
@@ -104,7 +104,7 @@ def crop_flip(
     return out.permute(0, 3, 1, 2)
 
 
-def _augment(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
     if mode == "crop-flip":
         return crop_flip(x, gen, pad=max(1, x.shape[-1] // 8))
     if mode == "shift":
@@ -133,15 +133,6 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     return correct / max(1, len(y))
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-    model.train(was_training)
-    return out
-
-
 def train(
     model: nn.Module,
     x: torch.Tensor,
@@ -160,7 +151,7 @@ def train(
     """
     epochs = epochs or cfg.epochs
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = _optimizer(model, cfg, cfg.lr * lr_scale)
+    opt = make_optimizer(model, cfg, cfg.lr * lr_scale)
     steps_per_epoch = max(1, math.ceil(len(y) / cfg.batch_size))
     total = epochs * steps_per_epoch
     sched = (
@@ -184,7 +175,7 @@ def train(
             idx = perm[i : i + cfg.batch_size]
             if len(idx) < 2:  # batch norm needs two examples
                 continue
-            xb = _augment(x[idx], mode, gen).contiguous(memory_format=torch.channels_last)
+            xb = augment_batch(x[idx], mode, gen).contiguous(memory_format=torch.channels_last)
             yb = y[idx]
             logits = model(xb)
             if loss_fn is not None:

@@ -26,7 +26,7 @@ MEMORY_KEYS = ("sram_kb", "flash_kb", "runtime_sram_kb", "code_flash_kb", "plann
 TOP_KEYS = {
     "name", "kind", "model", "version", "description", "throughput", "bandwidth", "layer_overhead_ms",
     "network_overhead_ms", "efficiency", "memory", "energy", "sources", "table", "measurement",
-    "calibrated_from", "combine", "dead_code",
+    "calibrated_from", "combine", "dead_code", "runtime",
 }  # fmt: skip
 
 
@@ -79,6 +79,9 @@ class DeviceProfile:
     model: str = "roofline"
     version: int = 1
     description: str = ""
+    # The inference runtime the device runs (a key of hw_profiles/runtimes.py): it fixes the export
+    # format a model for this device is written in. Empty: none named (exports default to ONNX).
+    runtime: str = ""
     throughput: Mapping[str, float] = field(default_factory=dict)  # MAC/s per supported precision
     bandwidth: float = 0.0  # bytes/s
     layer_overhead_ms: float = 0.0
@@ -112,6 +115,8 @@ class DeviceProfile:
         }
         if self.description:
             out["description"] = self.description
+        if self.runtime:
+            out["runtime"] = self.runtime
         if self.throughput:
             out["throughput"] = dict(self.throughput)
         if self.bandwidth:

@@ -26,6 +26,7 @@ from compactnas.hw_profiles.profile import (
     Measurement,
     MemoryLimits,
 )
+from compactnas.hw_profiles.runtimes import RUNTIMES
 
 
 class _Checker:
@@ -250,12 +251,16 @@ def profile_from_dict(doc: Any, *, label: str) -> DeviceProfile:
     if model == "table" and "table" not in sources:
         c.fail("table", "has no citation in 'sources' (say what was measured and how)")
 
+    runtime = c.text(doc, "runtime", "runtime", required=False) or ""
+    if runtime and runtime not in RUNTIMES:
+        c.fail("runtime", f"unknown runtime '{runtime}' (known: {', '.join(RUNTIMES)})")
     return DeviceProfile(
         name=name,
         kind=kind,
         model=model,
         version=version,
         description=c.text(doc, "description", "description", required=False),
+        runtime=runtime,
         throughput=throughput,
         bandwidth=bandwidth,
         layer_overhead_ms=c.number(

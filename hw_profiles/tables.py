@@ -14,7 +14,6 @@ networks measured end to end, so the table's sum predicts what a whole network m
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -219,9 +218,3 @@ def build_table_profile(
         table=table,
         measurement=measurement,
     )
-
-
-def with_table(profile: DeviceProfile, extra: dict[str, float]) -> DeviceProfile:
-    """The profile with more table entries (e.g. units measured on demand)."""
-    assert profile.table is not None
-    return replace(profile, table={**profile.table, **extra})

@@ -10,7 +10,6 @@ import contextlib
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,29 +21,16 @@ from compactnas.evaluators import (
     TrainConfig,
     build_pruned_model,
     check_result,
-    count_macs,
-    count_parameters,
     create_evaluator,
     is_compressed,
-    measure_latency_ms,
 )
 from compactnas.evaluators.compression import is_pruned
 from compactnas.evaluators.train import Report
+from compactnas.hw_profiles import create_latency_model, load_profile
 from compactnas.search.config import SearchConfig
+from compactnas.search.metrics import Gate, Infeasible, check_budgets, static_metrics
+from compactnas.search.table_candidate import evaluate_table_candidate
 from compactnas.spaces import ArchSpec, create_model, parse_arch
-from compactnas.spaces.layers import size_bytes
-
-# A context manager the host-latency measurement runs in: the parallel backend pauses the other
-# workers' training inside it, so a candidate is timed on an otherwise quiet machine.
-Gate = Callable[[], contextlib.AbstractContextManager[Any]]
-
-
-@dataclass(frozen=True)
-class Infeasible:
-    """A candidate over a budget: it is recorded but never trained."""
-
-    reason: str
-    violations: dict[str, float]  # constraint name -> amount over its limit (> 0)
 
 
 def train_config(cfg: SearchConfig, trial_number: int) -> TrainConfig:
@@ -85,7 +71,6 @@ def resolve_latency_model(
                 f"objective(s) {', '.join(missing)} need a device profile (--device NAME)"
             )
         return None
-    from compactnas.hw_profiles import create_latency_model, load_profile
 
     profile = load_profile(cfg.device)
     lacks = {"energy": profile.energy is None, "sram": profile.memory is None}
@@ -95,66 +80,6 @@ def resolve_latency_model(
             f"device '{profile.name}' has no figures for objective(s) {', '.join(unscorable)}"
         )
     return create_latency_model(profile, num_classes=num_classes, on_missing="measure")
-
-
-def static_metrics(
-    spec: ArchSpec,
-    model: torch.nn.Module,
-    data: Dataset,
-    cfg: SearchConfig,
-    latency_model: Any | None = None,
-    gate: Gate = contextlib.nullcontext,
-) -> dict[str, float]:
-    """What is known before training: size, parameters, MACs, latency (device model or this host).
-
-    ``model`` must have the shapes the candidate deploys with (the pruned shapes for a pruned spec);
-    ``size_bytes`` comes from the string, which accounts for pruning and bit-widths.
-    """
-    shape = data.input_shape
-    m: dict[str, float] = {
-        "params": float(count_parameters(model)),
-        "macs": float(count_macs(model, shape)),
-        "size_bytes": float(size_bytes(spec, shape, data.num_classes)),
-    }
-    if latency_model is not None:
-        m["latency_ms"] = float(latency_model.predict_ms(spec, shape))
-        for key in ("energy_mj", "peak_sram_kb", "flash_kb"):
-            fn = getattr(latency_model, key, None)
-            value = fn(spec, shape) if fn is not None else None
-            if value is not None:
-                m[key] = float(value)
-    else:
-        m["latency_ms"] = measure_latency_ms(
-            model, shape, threads=cfg.latency_threads, runtime=cfg.host_runtime, quiet=gate
-        )
-    return m
-
-
-def check_budgets(
-    cfg: SearchConfig,
-    metrics: dict[str, float],
-    spec: ArchSpec,
-    data: Dataset,
-    latency_model: Any | None,
-) -> Infeasible | None:
-    over: dict[str, float] = {}
-    reasons = []
-    if cfg.max_latency_ms is not None and metrics["latency_ms"] > cfg.max_latency_ms:
-        over["latency_ms"] = metrics["latency_ms"] - cfg.max_latency_ms
-        reasons.append(f"latency {metrics['latency_ms']:.3f} ms > {cfg.max_latency_ms:g} ms")
-    if cfg.max_size_kb is not None and metrics["size_bytes"] / 1024 > cfg.max_size_kb:
-        over["size_kb"] = metrics["size_bytes"] / 1024 - cfg.max_size_kb
-        reasons.append(f"size {metrics['size_bytes'] / 1024:.1f} KB > {cfg.max_size_kb:g} KB")
-    if cfg.max_params is not None and metrics["params"] > cfg.max_params:
-        over["params"] = metrics["params"] - cfg.max_params
-        reasons.append(f"{int(metrics['params'])} parameters > {cfg.max_params}")
-    fits = getattr(latency_model, "fits", None)
-    if fits is not None:
-        reason = fits(spec, data.input_shape, num_classes=data.num_classes)
-        if reason:
-            over["device_memory"] = 1.0
-            reasons.append(reason)
-    return Infeasible("; ".join(reasons), over) if over else None
 
 
 def evaluate_candidate(
@@ -176,8 +101,6 @@ def evaluate_candidate(
     """
     # Table data source: looked up, not trained (search/table_candidate.py).
     if isinstance(data, TableSource):
-        from compactnas.search.table_candidate import evaluate_table_candidate
-
         return evaluate_table_candidate(
             spec, data, cfg, latency_model=latency_model, on_static=on_static
         )

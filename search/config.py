@@ -13,6 +13,7 @@ import yaml
 
 from compactnas.core.errors import ConfigError
 from compactnas.core.onnx_runtime import HOST_RUNTIMES
+from compactnas.evaluators import list_evaluators
 from compactnas.evaluators.train import AUGMENTS, OPTIMIZERS
 from compactnas.search.strategies import parse_strategy
 
@@ -134,8 +135,6 @@ class SearchConfig:
         if self.supernet is not None and self.evaluator != "supernet":
             raise ConfigError(f"--supernet needs --evaluator supernet, not '{self.evaluator}'")
         if self.evaluator != "auto":
-            from compactnas.evaluators import list_evaluators
-
             if self.evaluator not in list_evaluators():
                 raise ConfigError(
                     f"unknown evaluator '{self.evaluator}' "

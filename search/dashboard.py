@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 from compactnas.core.errors import ConfigError
+from compactnas.search.study import load_trials, storage_url
 
 
 def serve_dashboard(out: str | Path, *, host: str = "127.0.0.1", port: int = 8080) -> None:
@@ -17,7 +18,6 @@ def serve_dashboard(out: str | Path, *, host: str = "127.0.0.1", port: int = 808
         raise ConfigError(
             "the dashboard needs optuna-dashboard: pip install optuna-dashboard"
         ) from None
-    from compactnas.search.study import load_trials, storage_url
 
     folder = Path(out).expanduser().resolve()
     study, _, objectives = load_trials(folder)

@@ -10,13 +10,18 @@ every front; ``export``, ``retrain`` and ``distill`` take ``--device NAME`` (or 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from compactnas.core.data import load_data
 from compactnas.core.errors import ConfigError
 from compactnas.core.files import write_json_atomic
+from compactnas.hw_profiles import load_profile
+from compactnas.search.loop import SearchResult
+from compactnas.search.results import load_summary
 
 FOLDER = "devices"
 
@@ -30,11 +35,11 @@ def split_devices(device: str) -> list[str]:
     return names
 
 
-def run_devices(cfg: Any, *, data: Any | None = None, quiet: bool = False) -> Any:
-    """One search per device in OUT/devices/NAME; returns a SearchResult over all of them."""
-    from compactnas.core.data import load_data
-    from compactnas.hw_profiles import load_profile
-    from compactnas.search.loop import SearchResult, run_search
+def run_devices(
+    cfg: Any, *, run_one: Callable[..., SearchResult], data: Any | None = None, quiet: bool = False
+) -> SearchResult:
+    """One search per device in OUT/devices/NAME, each run by ``run_one(cfg, data=, quiet=)``;
+    returns a SearchResult over all of them."""
 
     devices = split_devices(cfg.device)
     for d in devices:  # an unknown device fails before anything runs
@@ -52,7 +57,7 @@ def run_devices(cfg: Any, *, data: Any | None = None, quiet: bool = False) -> An
         if not quiet:
             print(f"device {d}: searching in {sub.out_dir}", flush=True)
         t0 = time.time()
-        results[d] = run_search(sub, data=data, quiet=quiet)
+        results[d] = run_one(sub, data=data, quiet=quiet)
         results[d].summary["device_seconds"] = round(time.time() - t0, 2)
     summary = combined_summary(cfg, results, time.time() - started)
     write_json_atomic(out / "summary.json", summary)
@@ -95,8 +100,6 @@ def is_multi_device(summary: dict[str, Any]) -> bool:
 
 def device_folder(out: str | Path, device: str | None) -> Path:
     """The folder of one device's search: ``out`` itself for a single-device search."""
-    from compactnas.search.results import load_summary
-
     out = Path(out).expanduser().resolve()
     summary = load_summary(out)
     if not is_multi_device(summary):

@@ -9,7 +9,6 @@ repeated architecture's result, surviving a sampling failure, and the result fil
 
 from __future__ import annotations
 
-import functools
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -37,6 +36,8 @@ from compactnas.search.storage import (
     requeue,
     trials_frame,
 )
+from compactnas.search.supernet.training import supernet_space
+from compactnas.search.table_candidate import check_table
 from compactnas.search.tracking import search_metrics
 from compactnas.spaces import create_space
 
@@ -72,13 +73,9 @@ class SearchLoop:
         )
         elastic = None
         if cfg.evaluator == "supernet":  # candidates come from the supernet's sub-space only
-            from compactnas.search.supernet import supernet_space
-
             elastic = supernet_space(cfg, self.data)
         self.data = take_subset(self.data, train=cfg.subset, val=cfg.val_subset, seed=cfg.seed)
         if isinstance(self.data, TableSource):  # a table's columns are checked before any trial
-            from compactnas.search.table_candidate import check_table
-
             check_table(cfg, self.data)
         self.space = elastic or create_space(
             cfg.space, image_size=self.data.image_size, compress=cfg.compress
@@ -289,51 +286,3 @@ class SearchLoop:
         t.end(self.parent_id, status)
         if t.broken is not None:
             self.study.set_user_attr("tracking_incomplete", t.broken)
-
-
-def run_search(
-    config: SearchConfig | dict[str, Any] | None = None,
-    *,
-    data: Dataset | None = None,
-    quiet: bool = False,
-    **overrides: Any,
-) -> SearchResult:
-    """Run (or resume) a search; returns the front and the paths of everything written."""
-    if config is None:
-        config = SearchConfig()
-    if isinstance(config, dict):
-        from compactnas.search.config import config_from_mapping
-
-        config = config_from_mapping(config)
-    cfg = config.replace(**overrides) if overrides else config
-    if cfg.device and "," in cfg.device:  # one search, and one front, per device
-        from compactnas.search.devices import run_devices
-
-        return run_devices(cfg, data=data, quiet=quiet)
-    if cfg.backend == "ray":
-        from compactnas.search.ray_backend import run_on_ray
-
-        return _drive(SearchLoop(cfg, data=data, quiet=quiet), run_on_ray, data is not None)
-    from compactnas.search.local_backend import run_local, start_early
-
-    resolve_latency_model(cfg, resolve_objectives(cfg.objectives))  # a bad device: no workers yet
-    early = start_early(cfg, data_given=data is not None)
-    try:
-        loop = SearchLoop(cfg, data=data, quiet=quiet)
-    except BaseException:
-        if early is not None:
-            early.close()
-        raise
-    return _drive(loop, functools.partial(run_local, early=early), data is not None)
-
-
-def _drive(loop: SearchLoop, run: Any, data_given: bool) -> SearchResult:
-    status = "FINISHED"
-    try:
-        run(loop, data_given=data_given)
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        result = loop.finish(status)
-    return result

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from compactnas.core.errors import ConfigError
 from compactnas.search.config import SearchConfig
 from compactnas.search.objectives import Objective
+from compactnas.search.storage import open_existing
 from compactnas.search.tracking import ParentRunMissing, Tracker, default_tracking_uri
 
 _STATUS = {
@@ -115,7 +116,6 @@ def _tags(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 def track(out_dir: Path | str, *, tracking_uri: str | None = None) -> tuple[str, int]:
     """``compactnas track OUT``: log the search's missing MLflow runs; returns (parent run, runs written)."""
-    from compactnas.search.storage import open_existing
 
     out = Path(out_dir).expanduser().resolve()
     study = open_existing(out)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from compactnas.core.errors import ConfigError
 from compactnas.search.objectives import Objective
 
 FRONT_COLUMNS = [
@@ -67,14 +68,15 @@ def hypervolume(
 
 
 def reference_point(complete: pd.DataFrame, objectives: Sequence[Objective]) -> np.ndarray:
-    """Error reference 1.0; other objectives 1.1 x their worst completed value."""
+    """In minimisation space: the worst value an objective can take where it has a bound (error 1.0),
+    otherwise its worst completed value pushed 10% further out."""
     ref = []
     for o in objectives:
-        if o.name == "accuracy":
-            ref.append(1.0)
-        else:
-            worst = float(complete[o.metric].max()) if not complete.empty else 1.0
-            ref.append(worst * 1.1 if worst > 0 else 1.0)
+        if o.bounds is not None:
+            ref.append(o.to_min(o.bounds[0]))
+            continue
+        worst = float(complete[o.metric].map(o.to_min).max()) if not complete.empty else 1.0
+        ref.append(worst + 0.1 * abs(worst) if worst != 0 else 1.0)
     return np.array(ref)
 
 
@@ -176,7 +178,6 @@ def plot_front(
 
 
 def load_summary(out_dir: Path) -> dict[str, Any]:
-    from compactnas.core.errors import ConfigError
 
     p = Path(out_dir) / "summary.json"
     if not p.is_file():

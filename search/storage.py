@@ -18,21 +18,21 @@ from optuna.trial import TrialState
 from compactnas.core.errors import ConfigError
 from compactnas.search.config import SearchConfig
 from compactnas.search.objectives import Objective, resolve_objectives
+from compactnas.search.strategies import create_sampler, workers_of
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # Settings that define what a study is; a resumed study must keep them.
+# Settings that define what a study's numbers mean: a resumed study must keep them all, or it would mix
+# accuracies (or latencies) of two kinds. A setting missing from an older study's record is not compared.
 IDENTITY = (
-    "space",
-    "data",
-    "resize",
-    "compress",
-    "objectives",
-    "device",
-    "seed",
-    "epochs",
-    "supernet",
-)
+    "space", "data", "resize", "compress", "objectives", "device", "seed",
+    # how a candidate's accuracy is obtained: the evaluator, its recipe and the data it sees
+    "evaluator", "supernet", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
+    "label_smoothing", "augment", "subset", "val_subset", "table_accuracy", "table_latency",
+    # how host latency is measured
+    "host_runtime", "latency_threads",
+)  # fmt: skip
 
 
 def storage_url(out_dir: Path) -> str:
@@ -40,8 +40,7 @@ def storage_url(out_dir: Path) -> str:
 
 
 def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
-    """The configured strategy (search/strategies.py), told how many candidates run at once."""
-    from compactnas.search.strategies import create_sampler, workers_of
+    """The configured strategy (search/strategies/), told how many candidates run at once."""
 
     return create_sampler(
         cfg.sampler,
@@ -77,7 +76,7 @@ def open_study(cfg: SearchConfig, objectives: list[Objective]) -> optuna.Study:
         study.set_user_attr("config", cfg.to_dict())
     else:
         now = cfg.to_dict()
-        changed = [k for k in IDENTITY if stored.get(k) != now.get(k)]
+        changed = [k for k in IDENTITY if k in stored and stored[k] != now.get(k)]
         if changed:
             diffs = ", ".join(f"{k}: {stored.get(k)!r} -> {now.get(k)!r}" for k in changed)
             raise ConfigError(

@@ -14,7 +14,8 @@ from compactnas.core.data import TableSource
 from compactnas.evaluators import create_evaluator
 from compactnas.evaluators.table import check_table_columns
 from compactnas.search.config import SearchConfig
-from compactnas.spaces import ArchSpec
+from compactnas.search.metrics import check_budgets, static_metrics
+from compactnas.spaces import ArchSpec, create_model
 from compactnas.spaces.layers import count_macs, count_params, size_bytes
 
 
@@ -31,7 +32,6 @@ def evaluate_table_candidate(
     latency_model: Any | None = None,
     on_static: Callable[[dict[str, float]], None] | None = None,
 ) -> Any:
-    from compactnas.search.candidate import check_budgets, static_metrics
 
     shape, classes = data.input_shape, data.num_classes
     evaluator = create_evaluator(
@@ -48,8 +48,6 @@ def evaluate_table_candidate(
         if latency_model is not None:
             metrics["predicted_latency_ms"] = float(latency_model.predict_ms(spec, shape))
     else:
-        from compactnas.spaces import create_model
-
         model = create_model(spec, num_classes=classes, in_chans=shape[0])
         metrics.update(
             {

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from compactnas.core.errors import ConfigError
+from compactnas.search.export.mlflow_model import resolve_tracking_uri
 
 for _name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -300,8 +301,6 @@ def search_ui_url(out: Path, base: str) -> str:
         summary = json.loads((out / "summary.json").read_text())
         run_id = summary["mlflow"]["run_id"]
         from mlflow.tracking import MlflowClient
-
-        from compactnas.search.export_mlflow import resolve_tracking_uri
 
         uri = resolve_tracking_uri(summary["mlflow"].get("tracking_uri"), out)
         run = MlflowClient(tracking_uri=uri).get_run(run_id)

@@ -16,6 +16,9 @@ import arena  # noqa: E402
 import arena_models  # noqa: E402
 import arena_report  # noqa: E402
 
+# A whole arena on digits.
+pytestmark = [pytest.mark.slow]
+
 MCU = BENCH.parent.parent / "shared" / "data" / "mcu" / "mcu_reference.json"
 
 

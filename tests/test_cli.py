@@ -86,6 +86,7 @@ def test_config_file_and_flags(tmp_path, digits, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_real_process_exit_status(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "compactnas", "search", "--space", "nope", "--out", str(tmp_path)],

@@ -187,7 +187,7 @@ def test_an_interrupted_distill_keeps_its_results_and_the_earlier_checkpoint(
 ):
     import shutil
 
-    import compactnas.evaluators.distill as distill_module
+    import compactnas.search.workflows.distill as distill_module
 
     out = tmp_path / "copy"
     shutil.copytree(search_out, out, ignore=shutil.ignore_patterns("distill*", "mlartifacts"))

@@ -1,4 +1,5 @@
 import pandas as pd
+import pytest
 
 from compactnas.search import SearchConfig, run_search
 from compactnas.search.early_stop import SuccessiveHalving
@@ -25,6 +26,7 @@ def test_history_from_earlier_trials_counts():
     assert report(1, 0.95) is False and record == {1: 0.95}
 
 
+@pytest.mark.slow
 def test_search_with_early_stopping(tmp_path, digits):
     cfg = SearchConfig(
         out=str(tmp_path),

@@ -11,9 +11,15 @@ import torch
 import compactnas
 from compactnas.cli import main
 from compactnas.core.data import load_data
-from compactnas.search.export import ExportConfig, check_formats, parse_formats
-from compactnas.search.export_formats import ExportError, OnnxModel, build_model, torch_logits
-from compactnas.search.pick import knee_index, pick_from_front
+from compactnas.evaluators import compression
+from compactnas.search.export.base import ExportError
+from compactnas.search.export.formats import build_model
+from compactnas.search.export.pipeline import ExportConfig, check_formats, parse_formats
+from compactnas.search.export.runners import OnnxModel, torch_logits
+from compactnas.search.workflows.pick import knee_index, pick_from_front
+
+# Trains a search, then exports and checks every format.
+pytestmark = [pytest.mark.slow]
 
 ALL = "onnx,onnx-int8,torchscript,state-dict,arch"
 
@@ -227,7 +233,7 @@ def test_unwritable_destination(search, tmp_path, capsys):
 
 
 def test_a_failed_export_leaves_nothing_behind(search, tmp_path, monkeypatch, capsys):
-    import compactnas.search.export as export_module
+    import compactnas.search.export.builtin as export_module
 
     def fail(*args, **kwargs):
         raise ExportError("TorchScript tracing failed: simulated")
@@ -250,7 +256,7 @@ def test_a_failed_export_leaves_nothing_behind(search, tmp_path, monkeypatch, ca
 
 
 def test_a_failed_forced_export_keeps_what_was_there(search, tmp_path, monkeypatch, capsys):
-    import compactnas.search.export as export_module
+    import compactnas.search.export.builtin as export_module
 
     dest = tmp_path / "g"
     base = ["export", str(search), "--trial", "1", "--dest", str(dest), "--no-mlflow", "-q"]
@@ -315,7 +321,6 @@ def test_int8_refused_for_low_bit_weights_and_distilled_weights_preferred(search
 
 def test_compressed_trial_keeps_its_own_quantization(search, tmp_path):
     """A trial with 4- and 2-bit weights exports to ONNX and TorchScript with the same numbers."""
-    compression = pytest.importorskip("compactnas.evaluators.compression")
     out = tmp_path / "copy"
     shutil.copytree(search, out, ignore=shutil.ignore_patterns("mlartifacts"))
     ckpt_path = out / "checkpoints" / "trial_1.pt"
@@ -384,3 +389,40 @@ def test_pick_from_front():
     assert pick_from_front(front, "knee", objectives)["trial"] == 5
     with pytest.raises(compactnas.CompactnasError, match="front is empty"):
         pick_from_front([], "knee", objectives)
+
+
+@pytest.fixture
+def traced_format():
+    """A format added as a user would: one module of theirs, one registration (removed after the test)."""
+    from compactnas.search.export.registry import FORMATS, ExportFormat, register_format
+
+    def write(job, path):
+        with torch.no_grad():
+            traced = torch.jit.trace(job.deploy.eval(), torch.zeros(1, *job.input_shape))
+        traced.save(str(path))
+        return {"traced": True}
+
+    fmt = register_format(
+        ExportFormat(
+            name="traced",
+            file_name="trial_{trial}.traced.pt",
+            write=write,
+            summary="TorchScript by tracing",
+        )  # fmt: skip
+    )
+    yield fmt
+    FORMATS.pop(fmt.name)
+
+
+def test_a_new_format_is_one_registration(search, tmp_path, traced_format, capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    assert "traced" in capsys.readouterr().out
+    dest = tmp_path / "t"
+    argv = ["export", str(search), "--trial", "0", "--format", "traced", "--dest", str(dest)]
+    assert main([*argv, "--no-mlflow", "-q"]) == 0
+    card = json.loads((dest / "card.json").read_text())
+    entry = card["exports"]["traced"]
+    assert entry["file"] == "trial_0.traced.pt" and entry["traced"] is True
+    assert entry["checks"]["passed"] and entry["max_abs_diff"] <= 1e-4  # run back, not just written
+    assert compactnas.load_exported(dest / "trial_0.traced.pt") is not None

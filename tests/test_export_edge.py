@@ -13,8 +13,13 @@ pytest.importorskip("executorch", reason="needs the edge extra: pip install 'com
 import compactnas  # noqa: E402
 from compactnas.cli import main  # noqa: E402
 from compactnas.core.data import load_data  # noqa: E402
-from compactnas.search import export_edge  # noqa: E402
-from compactnas.search.export_formats import ExportError, build_model, torch_logits  # noqa: E402
+from compactnas.search.export import edge as export_edge  # noqa: E402
+from compactnas.search.export.base import ExportError
+from compactnas.search.export.formats import build_model
+from compactnas.search.export.runners import torch_logits
+
+# LiteRT and ExecuTorch conversions: about a minute.
+pytestmark = [pytest.mark.slow]
 
 FORMATS = "tflite,tflite-int8,executorch"
 
@@ -66,7 +71,7 @@ def test_float_edge_export_matches_pytorch(fmt, exported, reference):
 
 
 def test_tflite_int8_is_full_integer_and_agrees(exported, reference):
-    from compactnas.search.export_litert import TfliteModel
+    from compactnas.search.export.litert import TfliteModel
 
     ref, data = reference
     model = compactnas.load_exported(exported.files["tflite-int8"])

@@ -421,3 +421,30 @@ def test_validate_scores_helper():
         and s["within_10pct"] == 1.0
         and s["mape"] == pytest.approx(5.0)
     )
+
+
+def test_every_packaged_profile_names_a_registered_runtime():
+    from compactnas.hw_profiles.registry import list_devices
+    from compactnas.hw_profiles.runtimes import RUNTIMES
+
+    for name in list_devices():
+        assert hw.load_profile(name).runtime in RUNTIMES, name
+
+
+def test_the_export_format_follows_the_runtime_field_not_the_description(tmp_path):
+    from compactnas.core.errors import ConfigError
+    from compactnas.hw_profiles.profile_io import profile_from_dict
+    from compactnas.search.export.edge import format_for_device
+
+    doc = hw.load_profile("stm32f746").to_dict()
+    doc.update(
+        name="words-say-tflm", description="a board running TF Lite Micro", runtime="onnxruntime"
+    )
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(doc))
+    assert format_for_device(str(path)) == ("onnx", "ONNX Runtime")
+    doc.pop("runtime")
+    path.write_text(json.dumps(doc))
+    assert format_for_device(str(path)) is None  # no runtime named: the description is not read
+    with pytest.raises(ConfigError, match="unknown runtime 'coreml'"):
+        profile_from_dict({**doc, "runtime": "coreml"}, label="x")

@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,16 +17,12 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+from ports import free_port
 
-pytestmark = pytest.mark.ray
+# A real Ray cluster (a head and a second node) and an MLflow server: minutes.
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ray(*args, env=None, check=True):
@@ -40,9 +35,9 @@ def _ray_node(root, *args, env):
     """`ray start` for one node, with its own temp dir and every port it listens on chosen here, so it
     shares nothing with other Ray instances on the machine."""
     ports = {
-        "--node-manager-port": _free_port(), "--object-manager-port": _free_port(),
-        "--dashboard-agent-listen-port": _free_port(), "--dashboard-agent-grpc-port": _free_port(),
-        "--runtime-env-agent-port": _free_port(), "--metrics-export-port": _free_port(),
+        "--node-manager-port": free_port(), "--object-manager-port": free_port(),
+        "--dashboard-agent-listen-port": free_port(), "--dashboard-agent-grpc-port": free_port(),
+        "--runtime-env-agent-port": free_port(), "--metrics-export-port": free_port(),
     }  # fmt: skip
     root.mkdir(parents=True, exist_ok=True)
     _ray("start", *args, f"--temp-dir={root}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
@@ -88,22 +83,22 @@ def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster")
     # Ray's socket paths must stay short (AF_UNIX limit), hence a short folder of its own under /tmp.
     ray_root = Path(tempfile.mkdtemp(prefix="cnas-ray-", dir="/tmp"))
-    port = _free_port()
+    port = free_port()
     # As on a real cluster, the nodes run inside the environment where compactnas is installed.
     env = {
         **os.environ,
         "RAY_AUTH_MODE": "disabled",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    dash = _free_port()
+    dash = free_port()
     address = f"127.0.0.1:{port}"
     server = None
     try:
         _ray_node(ray_root / "head", "--head", f"--port={port}", "--include-dashboard=true",
                   "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-                  f"--ray-client-server-port={_free_port()}", env=env)  # fmt: skip
+                  f"--ray-client-server-port={free_port()}", env=env)  # fmt: skip
         _ray_node(ray_root / "node", f"--address={address}", env=env)
-        mport = _free_port()
+        mport = free_port()
         server = subprocess.Popen(
             [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
              "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port",
@@ -171,7 +166,7 @@ def test_search_on_cluster_logs_every_trial_to_the_server(cluster, tmp_path):
 
 def test_unreachable_tracking_server_fails_before_any_trial(cluster, tmp_path):
     argv = _argv(tmp_path / "o", cluster, 2)
-    argv[argv.index("--tracking-uri") + 1] = f"http://127.0.0.1:{_free_port()}"
+    argv[argv.index("--tracking-uri") + 1] = f"http://127.0.0.1:{free_port()}"
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "cannot reach the MLflow tracking server" in proc.stderr
@@ -271,7 +266,7 @@ def test_killed_driver_resumes_without_losing_trials(cluster, tmp_path):
 
 
 def test_submit_a_search_as_a_ray_job(cluster, tmp_path):
-    from compactnas.search.jobs import job_entrypoint
+    from compactnas.search.backends.jobs import job_entrypoint
 
     assert (
         job_entrypoint(["--", "search", "--trials", "2"])
@@ -302,7 +297,7 @@ def test_submit_a_search_as_a_ray_job(cluster, tmp_path):
     assert job_id in listed.stdout
     s = json.loads((out / "summary.json").read_text())
     assert s["backend"] == "ray" and s["n_complete"] == 2
-    bad = subprocess.run(cli + ["jobs", "list", "--address", f"http://127.0.0.1:{_free_port()}"],
+    bad = subprocess.run(cli + ["jobs", "list", "--address", f"http://127.0.0.1:{free_port()}"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and "cannot reach the Ray job server" in bad.stderr
 

@@ -9,9 +9,13 @@ import time
 
 import optuna
 import psutil
+import pytest
 from optuna.trial import TrialState
 
 from compactnas.search import SearchConfig, run_search
+
+# Kills a real search with SIGKILL and resumes it: about 40 s.
+pytestmark = [pytest.mark.slow]
 
 
 def _complete(db):

@@ -100,6 +100,7 @@ def test_study_holds_every_trial(small_search):
     assert all(t.user_attrs.get("arch") for t in study.trials)
 
 
+@pytest.mark.slow
 def test_rerun_without_resume_refuses_and_resume_extends(tmp_path, digits):
     # A search of its own: resuming extends it, which the shared search's other tests must not see.
     out = tmp_path / "search"
@@ -118,9 +119,15 @@ def test_rerun_without_resume_refuses_and_resume_extends(tmp_path, digits):
     assert len(parents) == 1 and len(children) == 7
 
 
-def test_resume_with_other_settings_is_refused(small_search, digits):
-    cfg = SearchConfig(out=str(small_search.out_dir), resume=True, **{**SMALL, "space": "squeeze"})
-    with pytest.raises(ConfigError, match="different settings.*space"):
+@pytest.mark.parametrize(
+    "key,value",
+    [("space", "squeeze"), ("evaluator", "compress"), ("lr", 0.05), ("optimizer", "sgd"),
+     ("subset", 100), ("label_smoothing", 0.0)],
+)  # fmt: skip
+def test_resume_with_other_settings_is_refused(small_search, digits, key, value):
+    # Accuracies of two evaluators, recipes or subsets would be mixed in one study.
+    cfg = SearchConfig(out=str(small_search.out_dir), resume=True, **{**SMALL, key: value})
+    with pytest.raises(ConfigError, match=f"different settings \\({key}: .* -> {value!r}\\)$"):
         run_search(cfg, data=digits, quiet=True)
 
 
@@ -188,6 +195,7 @@ def test_hypervolume_known_values():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["tpe", "random"])
 def test_other_samplers(tmp_path, digits, sampler):
     r = run_search(
@@ -196,6 +204,8 @@ def test_other_samplers(tmp_path, digits, sampler):
         quiet=True,
     )
     assert r.summary["n_complete"] == 3
+    names = {"tpe": "TPESampler", "random": "RandomSampler"}
+    assert type(r.study.sampler).__name__ == names[sampler]  # the study ran the sampler asked for
 
 
 def test_search_for_a_microcontroller_keeps_only_what_fits(tmp_path, digits):

@@ -74,7 +74,9 @@ SUMMARY_KEYS = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("backend", ["local", "ray"])
+@pytest.mark.parametrize(
+    "backend", ["local", pytest.param("ray", marks=[pytest.mark.ray, pytest.mark.slow])]
+)
 def test_both_backends_record_the_same_outcomes(backend, tmp_path, digits, tiny_space, request):
     if backend == "ray":
         request.getfixturevalue("own_ray")
@@ -158,6 +160,7 @@ class _Pause(_Lookup):
         return super().evaluate(model, spec, data, report=report)
 
 
+@pytest.mark.slow
 def test_a_freed_worker_gets_a_candidate_proposed_while_it_trained(tmp_path, digits, monkeypatch):
     from compactnas.search.loop import SearchLoop
 
@@ -251,7 +254,11 @@ def test_a_time_budget_stops_new_candidates_and_finishes_running_ones(tmp_path, 
     cfg = SearchConfig(out=str(tmp_path), evaluator="test-pause", trials=200, population=4,
                        workers=2, time_budget=0.05)  # fmt: skip
     r = run_search(cfg, data=digits, quiet=True)
-    assert 0 < r.summary["n_complete"] < 200
+    started = sorted(t.datetime_start for t in r.study.trials)
+    # Every candidate started within the 3 s budget (1 s of slack for a busy machine) ...
+    assert (started[-1] - started[0]).total_seconds() <= 0.05 * 60 + 1.0
+    # ... so at most what two workers start in it at 0.3 s a candidate (plus one each at the edge).
+    assert 1 <= r.summary["n_complete"] <= 2 * (3.0 / 0.3 + 1) + 2
     assert set(r.trials["state"]) == {"COMPLETE"}  # nothing started was left unfinished
     assert main(["search", "--time-budget", "-1", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()

@@ -14,7 +14,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def test_required_spaces_registered():
-    assert {"mobile", "squeeze"} <= set(list_spaces())
+    assert {"mobile", "squeeze", "nb201"} <= set(list_spaces())
 
 
 def test_unknown_space_is_a_clear_error():

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import optuna
 import pytest
 
 from compactnas.core.errors import ConfigError
-from compactnas.search.canonical import nb201_canonical
 from compactnas.search.strategies import STRATEGIES, create_sampler, parse_strategy
+from compactnas.search.strategies.canonical import nb201_canonical
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -147,7 +148,7 @@ def test_guided_starts_with_random_search_draws():
 
 def test_search_config_defaults_to_guided():
     from compactnas.search.config import SearchConfig
-    from compactnas.search.guided import GuidedSampler
+    from compactnas.search.strategies.guided import GuidedSampler
     from compactnas.search.study import make_sampler
 
     cfg = SearchConfig()
@@ -201,3 +202,30 @@ def _ops(arch: str) -> tuple[str, ...]:
     from compactnas.spaces.nb201 import cell_ops
 
     return cell_ops(arch)
+
+
+def test_every_sampler_name_in_the_readme_is_accepted():
+    from pathlib import Path
+
+    from compactnas.search.config import SearchConfig
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Search strategies", 1)[1].split("\n### ", 1)[0]
+    names = set(re.findall(r"`((?:nsga2|nsga3|guided|tpe|gp|random)(?:-p\d+)?)`", section))
+    names |= set(re.findall(r"--sampler ([\w-]+)", readme))
+    assert {"guided", "nsga2", "nsga2-p16", "random"} <= names
+    for name in names:
+        assert SearchConfig(sampler=name).sampler == name
+
+
+@pytest.mark.slow
+def test_search_runs_with_a_population_in_the_sampler_name(tmp_path):
+    import json
+
+    from compactnas.cli import main
+
+    out = tmp_path / "p"
+    argv = ["search", "--sampler", "nsga2-p4", "--trials", "3", "--epochs", "1", "--out", str(out)]
+    assert main([*argv, "--quiet", "--workers", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_complete"] == 3 and summary["config"]["sampler"] == "nsga2-p4"

@@ -9,6 +9,9 @@ pytest.importorskip("ray.train.torch")
 from compactnas.cli import main  # noqa: E402
 from compactnas.evaluators.supernet import read_checkpoint  # noqa: E402
 
+# Trains a supernet on a local Ray cluster.
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
 FAST = ["--subset", "300", "--batch-size", "100", "--random-subnets", "1", "--quiet"]
 
 

@@ -9,8 +9,12 @@ import pytest
 
 from compactnas.cli import main
 from compactnas.search import SearchConfig, run_search
-from compactnas.search.supernet import SupernetConfig, train_supernet
+from compactnas.search.supernet.epochs import SupernetConfig
+from compactnas.search.supernet.training import train_supernet
 from compactnas.spaces.elastic import ElasticSpace
+
+# Trains a supernet, then searches it.
+pytestmark = [pytest.mark.slow]
 
 DEVICES = ("rpi4", "cortex-a76", "stm32f746")
 
@@ -86,7 +90,7 @@ def test_show_and_export_handle_fronts_per_device(searched, capsys):
     assert card["arch"] == best["arch"]
     # The exported weights are the inherited ones the search measured.
     from compactnas.evaluators.train import accuracy
-    from compactnas.search.supernet import inherited_model_for
+    from compactnas.search.supernet.training import inherited_model_for
 
     model, data = inherited_model_for(searched.summary["config"], best["arch"])
     assert accuracy(model, data.val.x, data.val.y) == pytest.approx(best["accuracy"], abs=1e-9)
@@ -115,8 +119,8 @@ def test_retrain_starts_from_inherited_or_scratch_weights(searched, capsys):
     import torch
 
     from compactnas.core.errors import ConfigError
-    from compactnas.search.retrain import initial_weights
-    from compactnas.search.supernet import inherited_model_for
+    from compactnas.search.supernet.training import inherited_model_for
+    from compactnas.search.workflows.retrain import initial_weights
 
     out = str(searched.out_dir)
     device = searched.out_dir / "devices" / "rpi4"
@@ -153,8 +157,8 @@ def test_retrain_starts_from_inherited_or_scratch_weights(searched, capsys):
 
 def test_init_choices_are_checked():
     from compactnas.core.errors import ConfigError
-    from compactnas.search.distill import DistillConfig
-    from compactnas.search.retrain import RetrainConfig
+    from compactnas.search.workflows.distill import DistillConfig
+    from compactnas.search.workflows.retrain import RetrainConfig
 
     assert DistillConfig(init="inherited").init == "inherited"
     for make in (DistillConfig, RetrainConfig):

@@ -25,6 +25,7 @@ def _meta(out):
         return {}
 
 
+@pytest.mark.slow
 def test_kill_then_resume_continues_from_the_last_epoch(tmp_path):
     out = tmp_path / "sn"
     argv = [sys.executable, "-m", "compactnas", "supernet", "train", "--data", "digits"]

@@ -12,8 +12,8 @@ from compactnas.core.data import TableSource, load_data
 from compactnas.core.errors import ConfigError, DataError
 from compactnas.evaluators import create_evaluator
 from compactnas.search import SearchConfig, run_search
-from compactnas.search.export import export
-from compactnas.search.export_formats import ExportError
+from compactnas.search.export.base import ExportError
+from compactnas.search.export.pipeline import export
 from compactnas.spaces import format_arch
 from compactnas.spaces.nb201 import OPS, nb201_spec, to_nb201_string
 
@@ -110,6 +110,7 @@ def test_search_over_a_table(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_cli_column_errors_exit_2(tmp_path):
     path = _table(tmp_path / "t.csv", drop_convs=True)
     base = [

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,9 +13,13 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from ports import free_port
 
 from compactnas.cli import main
 from compactnas.evaluators import register_evaluator
+
+# A real MLflow server killed and restarted mid-search.
+pytestmark = [pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
 
@@ -34,12 +37,6 @@ class _Slow:
     def evaluate(self, model, spec, data, *, report=None):
         time.sleep(1.0)
         return {"accuracy": 0.1 + 0.01 * (len(str(spec)) % 50)}
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start_server(root, port):
@@ -81,7 +78,7 @@ def _complete(db):
 def test_search_survives_a_dead_tracking_server_and_track_relogs(tmp_path, capfd):
     root, out = tmp_path / "server", tmp_path / "out"
     root.mkdir()
-    port = _free_port()
+    port = free_port()
     server, uri = _start_server(root, port)
     killed_at = []
 

@@ -2,7 +2,6 @@
 optuna-dashboard served on a search's study and answering over HTTP."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -11,17 +10,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 import compactnas
 from compactnas.search.tracking import TRIAL_COLUMNS, runs_view_key, search_ui_url
 
+# A real MLflow server and optuna-dashboard.
+pytestmark = [pytest.mark.slow]
+
 BIN = Path(sys.executable).parent
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url, timeout=10):
@@ -44,7 +41,7 @@ def _wait(url, proc, seconds=180):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
@@ -133,7 +130,7 @@ def test_ui_url_opens_the_runs_table_of_the_search(server, search):
 
 def test_dashboard_serves_the_study(search):
     out, _ = search
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "compactnas", "dashboard", str(out), "--port", str(port)],
         stdout=subprocess.DEVNULL,
@@ -157,6 +154,6 @@ def test_dashboard_serves_the_study(search):
 def test_dashboard_on_a_folder_without_search_is_one_line(tmp_path, capsys):
     from compactnas.cli import main
 
-    assert main(["dashboard", str(tmp_path), "--port", str(_free_port())]) == 2
+    assert main(["dashboard", str(tmp_path), "--port", str(free_port())]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no study.db" in err

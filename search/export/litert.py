@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compactnas.search.export_edge import latency_ms, quiet_env, run_batch1
-from compactnas.search.export_formats import ExportError, _quiet
+from compactnas.search.export.base import ExportError, latency_ms, quiet_env, run_batch1, silenced
 
 # Calibration examples per call: the converted model takes batch 1.
 _CALIBRATION_LIMIT = 512
@@ -34,7 +33,7 @@ def write_tflite(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> 
     import litert_torch
 
     model.eval()
-    with _quiet(), torch.no_grad():
+    with silenced(), torch.no_grad():
         edge = litert_torch.convert(model, (torch.zeros(1, *input_shape),))
         edge.export(str(path))
 
@@ -57,7 +56,7 @@ def write_tflite_int8(
         fp32 = Path(tmp) / "fp32.tflite"
         write_tflite(model, input_shape, fp32)
         signature, input_name = _signature(fp32)
-        with _quiet():
+        with silenced():
             qt = quantizer.Quantizer(str(fp32))
             qt.load_quantization_recipe(recipe.static_wi8_ai8())
             samples = [{input_name: calib[i : i + 1]} for i in range(len(calib))]
@@ -100,7 +99,7 @@ class TfliteModel:
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(path)
-        with _quiet():
+        with silenced():
             self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads)
             self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]

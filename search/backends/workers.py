@@ -19,7 +19,12 @@ from collections.abc import Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from compactnas.search.config import SearchConfig
+from compactnas.core.data import load_data, take_subset
+from compactnas.core.errors import CompactnasError
+from compactnas.evaluators import evaluator_factories, list_evaluators, register_evaluator
+from compactnas.search.candidate import resolve_latency_model, run_candidate
+from compactnas.search.config import SearchConfig, config_from_mapping
+from compactnas.search.objectives import resolve_objectives
 
 _ACTIVE: TimingGate | None = None
 
@@ -91,7 +96,6 @@ class Worker:
 
 class WorkerPool:
     def __init__(self, n: int, cfg: SearchConfig, data: Any | None) -> None:
-        from compactnas.evaluators import evaluator_factories
 
         # An evaluator registered in this process only (a plugin, a test) travels to the workers by
         # reference; "auto" picks among those every process registers on import.
@@ -205,7 +209,7 @@ def _context() -> Any:
         # import would otherwise cost every worker seconds (modules that are absent are skipped).
         ctx.set_forkserver_preload(
             [
-                "compactnas.search.forkserver_guard",
+                "compactnas.search.backends.forkserver_guard",
                 "torch",
                 "torch.onnx",
                 "onnxruntime",
@@ -230,13 +234,6 @@ def die_with_parent() -> None:
 def worker_main(conn: Connection, settings: dict, data: Any | None, plugins: dict) -> None:
     die_with_parent()
     import torch
-
-    from compactnas.core.data import load_data, take_subset
-    from compactnas.core.errors import CompactnasError
-    from compactnas.evaluators import list_evaluators, register_evaluator
-    from compactnas.search.candidate import resolve_latency_model, run_candidate
-    from compactnas.search.config import config_from_mapping
-    from compactnas.search.objectives import resolve_objectives
 
     for name, factory in plugins.items():
         if name not in list_evaluators():

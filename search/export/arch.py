@@ -7,16 +7,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from compactnas.search.export_formats import ExportError
+from compactnas.search.export.base import ExportError
+from compactnas.search.export.dest import ExportResult, prepare_dest
+from compactnas.search.export.registry import FORMATS, file_name
+from compactnas.spaces.nb201 import to_nb201_string
 
 
 def export_table_trial(
     out: Path, number: int, frozen: Any, cfg: Any, summary: dict[str, Any]
 ) -> Any:
-    from compactnas.search.export import ExportResult, _prepare_dest, file_name
 
     arch = str(frozen.user_attrs.get("arch"))
-    weighted = [f for f in cfg.formats if f != "arch"]
+    weighted = [f for f in cfg.formats if FORMATS[f].needs_weights]
     if weighted:
         raise ExportError(
             f"a table search trains no weights, so it cannot export {', '.join(weighted)}: "
@@ -25,7 +27,7 @@ def export_table_trial(
     dest = (
         Path(cfg.dest).expanduser().resolve() if cfg.dest else out / "exports" / f"trial_{number}"
     )
-    _prepare_dest(dest, number, arch, cfg.formats, cfg.force)
+    prepare_dest(dest, number, arch, cfg.formats, cfg.force)
     path = dest / file_name("arch", number)
     path.write_text(arch + "\n")
     card: dict[str, Any] = {
@@ -37,8 +39,6 @@ def export_table_trial(
         "warnings": [],
     }
     try:
-        from compactnas.spaces.nb201 import to_nb201_string
-
         card["nb201"] = to_nb201_string(arch)
     except ValueError:
         pass

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from compactnas.core.data import load_data
 from compactnas.core.errors import ConfigError
+from compactnas.evaluators.teacher import DEFAULT_MODEL, TeacherConfig, get_teacher
 
 
 def train_teacher(
@@ -25,9 +27,6 @@ def train_teacher(
     Returns ``{"path", "model", "cached", "metrics"}``; metrics hold params, accuracy and test_accuracy.
     """
     import torch
-
-    from compactnas.core.data import load_data
-    from compactnas.evaluators.teacher import DEFAULT_MODEL, TeacherConfig, get_teacher
 
     if threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")

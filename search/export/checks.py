@@ -12,14 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from compactnas.search.export_formats import (
-    OnnxModel,
-    compare,
-    load_exported,
-    onnx_latency_ms,
-    quantize_onnx_int8,
-    torch_logits,
-)
+from compactnas.evaluators import measure_latency_ms
+from compactnas.search.export import edge
+from compactnas.search.export.formats import quantize_onnx_int8
+from compactnas.search.export.loading import load_exported
+from compactnas.search.export.registry import FORMATS
+from compactnas.search.export.runners import OnnxModel, compare, onnx_latency_ms, torch_logits
 
 # A float export counts as exact when no logit differs by more than this from PyTorch.
 FLOAT_TOLERANCE = 1e-4
@@ -41,10 +39,9 @@ def verify(
     min_run_time: float,
 ) -> dict[str, Any]:
     """Run the written file (not the in-memory model) on the test split and time it on this host."""
-    from compactnas.evaluators import measure_latency_ms
-    from compactnas.search import export_edge as edge
 
-    loaded = load_exported(path)
+    spec = FORMATS[fmt]
+    loaded = spec.load(path) if spec.load is not None else load_exported(path)
     if edge.is_edge_model(loaded):
         outputs = loaded(data.test.x)
         latency = loaded.latency_ms(shape, min_run_time)
@@ -58,7 +55,7 @@ def verify(
         latency = measure_latency_ms(loaded, shape, threads=1, min_run_time=min_run_time)
         runtime = f"torch {torch.__version__}" + (" (TorchScript)" if fmt == "torchscript" else "")
     a = compare(reference, outputs, labels)
-    if fmt == "onnx-int8" or edge.is_int8(fmt) or quant_acts:
+    if spec.int8 or quant_acts:
         rule, passed = f"top-1 agreement >= {MIN_AGREEMENT}", a.top1_agreement >= MIN_AGREEMENT
     else:
         rule, passed = f"max |diff| <= {FLOAT_TOLERANCE}", a.max_abs_diff <= FLOAT_TOLERANCE

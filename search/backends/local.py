@@ -9,10 +9,10 @@ from __future__ import annotations
 import threading
 from collections import deque
 
+from compactnas.search.backends.workers import Worker, WorkerPool
 from compactnas.search.candidate import resolve_latency_model, run_candidate
 from compactnas.search.config import SearchConfig
 from compactnas.search.loop import Proposal, SearchLoop
-from compactnas.search.workers import Worker, WorkerPool
 
 
 class EarlyPool:

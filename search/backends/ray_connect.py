@@ -1,8 +1,4 @@
-"""Joining a Ray cluster, or starting one on this machine: what every Ray-backed command shares.
-
-Kept apart from ray_backend.py on purpose: importing that module switches Ray Train's v2 API off
-(Tune needs it off), and the supernet's Ray training must not inherit that switch.
-"""
+"""Joining a Ray cluster, or starting one on this machine: what every Ray-backed command shares."""
 
 from __future__ import annotations
 

@@ -9,9 +9,15 @@ from typing import Any
 
 import torch
 
+from compactnas.core.data import load_data
 from compactnas.core.errors import ConfigError
-from compactnas.search.export_formats import ExportError, build_model, reduced_bits
-from compactnas.search.pick import PICKS, pick_from_front
+from compactnas.search.export.base import ExportError
+from compactnas.search.export.formats import build_model, reduced_bits
+from compactnas.search.export.registry import FORMATS
+from compactnas.search.study import load_trials
+from compactnas.search.supernet.training import inherited_checkpoint
+from compactnas.search.workflows.pick import PICKS, pick_from_front
+from compactnas.spaces import parse_arch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,8 +44,6 @@ def select_trial(
 ) -> tuple[int, Any]:
     """(trial number, Optuna FrozenTrial) for ``--trial N`` or ``--pick``."""
     from optuna.trial import TrialState
-
-    from compactnas.search.study import load_trials
 
     if (trial is None) == (pick is None):
         raise ConfigError(f"give exactly one of --trial N or --pick {{{','.join(PICKS)}}}")
@@ -94,16 +98,14 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 def check_formats(arch: str, formats: Sequence[str]) -> None:
     """Refuse, before anything is written, formats that cannot represent the architecture."""
-    from compactnas.spaces import parse_arch
 
     spec = parse_arch(arch)
     low = reduced_bits(spec)
-    from compactnas.search import export_edge as edge
 
     for fmt in formats:
-        if fmt in edge.EDGE_FORMATS:
-            edge.require(fmt)
-    int8 = [f for f in formats if f == "onnx-int8" or edge.is_int8(f)]
+        if FORMATS[fmt].require is not None:
+            FORMATS[fmt].require()
+    int8 = [f for f in formats if FORMATS[f].int8]
     if int8 and low:
         raise ExportError(
             f"{int8[0]} cannot represent this architecture: it re-quantizes every layer to 8 bits with its "
@@ -114,11 +116,8 @@ def check_formats(arch: str, formats: Sequence[str]) -> None:
 
 def rebuild(out: Path, summary: dict[str, Any], number: int, frozen: Any, weights: str) -> Rebuilt:
     """Load the chosen weights into a fresh model and the search's data, checking that they still fit."""
-    from compactnas.core.data import load_data
 
     if (summary.get("config") or {}).get("evaluator") == "supernet":
-        from compactnas.search.supernet import inherited_checkpoint
-
         inherited_checkpoint(
             out, summary, frozen
         )  # its weights are the supernet's: written on demand

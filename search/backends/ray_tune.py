@@ -18,24 +18,27 @@ import time
 from typing import Any
 
 from compactnas.core.data import Dataset, load_data, take_subset
-from compactnas.search.config import SearchConfig
+from compactnas.search.backends.ray_connect import connect_ray
+from compactnas.search.candidate import resolve_latency_model, run_candidate
+from compactnas.search.config import SearchConfig, config_from_mapping
 from compactnas.search.loop import SearchLoop
-from compactnas.search.ray_connect import connect_ray
+from compactnas.search.objectives import resolve_objectives
 
-# Tune's own console tables would duplicate the search's progress lines.
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "0")
+
+def _tune_env() -> None:
+    """Set before Tune is imported, in the driver and in each worker, not at this module's import: a
+    process that only imports compactnas (a supernet trained on Ray Train v2, say) keeps its settings."""
+    # Tune's own console tables would duplicate the search's progress lines.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "0")
 
 
 def _trainable(
     config: dict[str, Any], data: Dataset | None = None, settings: dict[str, Any] | None = None
 ) -> None:
     """One candidate on a Ray worker: says where it runs, reports epochs (for ASHA), then its payload."""
+    _tune_env()
     from ray import tune
-
-    from compactnas.search.candidate import resolve_latency_model, run_candidate
-    from compactnas.search.config import config_from_mapping
-    from compactnas.search.objectives import resolve_objectives
 
     assert settings is not None
     cfg = config_from_mapping(settings)
@@ -174,6 +177,7 @@ def _tuner(loop: SearchLoop, data: Dataset | None) -> Any:
 def run_on_ray(loop: SearchLoop, *, data_given: bool) -> None:
     if loop.finished:
         return
+    _tune_env()
     connected_here = False
     try:
         here: str | None = os.getcwd()

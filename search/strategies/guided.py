@@ -30,7 +30,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from threadpoolctl import threadpool_limits
 
-from compactnas.search.surrogate import CategoricalGP, hv_gain, nondominated
+from compactnas.search.strategies.surrogate import CategoricalGP, hv_gain, nondominated
 
 Canonical = Callable[[dict[str, Any]], dict[str, Any]]
 

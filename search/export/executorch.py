@@ -11,8 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compactnas.search.export_edge import latency_ms, run_batch1
-from compactnas.search.export_formats import _quiet
+from compactnas.search.export.base import latency_ms, run_batch1, silenced
 
 _CALIBRATION_BATCH = 64
 
@@ -36,7 +35,7 @@ def write_pte(
     model.eval()
     example = (torch.zeros(1, *input_shape),)
     info: dict[str, Any] = {"converter": f"executorch {_version()} (XNNPACK delegate)"}
-    with _quiet(), torch.no_grad():
+    with silenced(), torch.no_grad():
         if calibration is not None:
             model, info["quantization"] = _quantized(model, input_shape, calibration)
         program = torch.export.export(model, example)
@@ -81,7 +80,7 @@ class PteModel:
         from executorch.runtime import Runtime
 
         self.path = Path(path)
-        with _quiet():
+        with silenced():
             self.method = Runtime.get().load_program(self.path).load_method("forward")
 
     @property

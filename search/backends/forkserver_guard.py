@@ -6,6 +6,6 @@ workers die with it. Without this, a search killed while one worker was paused f
 the server never saw the search go and never exited, and a paused worker cannot notice anything.
 """
 
-from compactnas.search.workers import die_with_parent
+from compactnas.search.backends.workers import die_with_parent
 
 die_with_parent()

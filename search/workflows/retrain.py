@@ -19,8 +19,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from compactnas.core.data import load_data
 from compactnas.core.errors import ConfigError
 from compactnas.core.files import replacing, write_json_atomic
+from compactnas.evaluators import TrainConfig, accuracy, is_compressed
+from compactnas.evaluators.compression import compress
+from compactnas.evaluators.train import train
+from compactnas.search.results import load_summary
+from compactnas.search.supernet.training import inherited_model_for
+from compactnas.search.tracking import Tracker
+from compactnas.spaces import create_model, parse_arch
+from compactnas.spaces.layers import count_params, size_bytes
 
 log = logging.getLogger("compactnas")
 
@@ -58,8 +67,6 @@ def initial_weights(init: str, search_cfg: dict[str, Any], arch: str, data: Any)
         raise ConfigError(
             "--init inherited needs a supernet search (compactnas search --supernet DIR)"
         )
-    from compactnas.search.supernet import inherited_model_for
-    from compactnas.spaces import parse_arch
 
     # A compressed candidate starts dense, from its uncompressed sub-network; fine-tuning compresses it.
     model, _ = inherited_model_for(search_cfg, str(parse_arch(arch).without_compression()))
@@ -76,7 +83,6 @@ def stats(values: list[float]) -> dict[str, Any]:
 
 def final_train_config(search_cfg: dict[str, Any], *, epochs: int, seed: int) -> Any:
     """The search's recipe (optimizer, learning rate, augmentation, ...) with the final budget."""
-    from compactnas.evaluators import TrainConfig
 
     d = TrainConfig()
     return TrainConfig(
@@ -98,11 +104,6 @@ def train_final(
     returns the model and its validation (and, with ``test``, test) accuracy, last training loss and
     seconds taken."""
     import torch
-
-    from compactnas.evaluators import accuracy, is_compressed
-    from compactnas.evaluators.compression import compress
-    from compactnas.evaluators.train import train
-    from compactnas.spaces import create_model
 
     t0 = time.time()
     torch.manual_seed(tc.seed)
@@ -138,12 +139,6 @@ def run_retrain(
     out_dir: str | Path, cfg: RetrainConfig, *, quiet: bool = False, data: Any | None = None
 ) -> dict[str, Any]:
     import torch
-
-    from compactnas.core.data import load_data
-    from compactnas.evaluators import is_compressed
-    from compactnas.search.results import load_summary
-    from compactnas.spaces import parse_arch
-    from compactnas.spaces.layers import count_params, size_bytes
 
     out = Path(out_dir).expanduser().resolve()
     summary = load_summary(out)
@@ -232,7 +227,6 @@ class _Tracking:
         if not self.ml.get("tracking_uri") or not self.ml.get("run_id"):
             log.warning("summary.json names no MLflow run: retraining is in retrain.json only")
             return
-        from compactnas.search.tracking import Tracker
 
         experiment = (summary.get("config") or {}).get("experiment", "compactnas")
         self.tracker = Tracker(self.ml["tracking_uri"], experiment, out / "mlartifacts")

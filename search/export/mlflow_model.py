@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from compactnas.search.export.edge import EDGE_FORMATS
+from compactnas.search.export.loading import load_exported
+
 # MLflow model names per format ('-' reads oddly in the UI's model list).
 MODEL_NAMES = {
     "onnx": "onnx",
@@ -122,7 +125,6 @@ def log_trial_exports(
     model: Any,
 ) -> dict[str, Any]:
     """Log a trial's exports on its own MLflow run; returns format -> info, or {'error': message}."""
-    from compactnas.search.export_formats import load_exported
 
     loggable = {f: p for f, p in files.items() if f in MODEL_NAMES}
     if not loggable:
@@ -150,3 +152,49 @@ def log_trial_exports(
         return {
             "error": f"could not log to {uri}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
         }
+
+
+def log_edge_exports(
+    enabled: bool,
+    out: Path,
+    summary: dict[str, Any],
+    frozen: Any,
+    files: dict[str, Path],
+    entries: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Log each edge export's file and its checks on the trial's MLflow run (MLflow has no model flavor
+    for these files, so they are artifacts beside metrics named ``export_<format>_<check>``)."""
+
+    done = {f: p for f, p in files.items() if f in EDGE_FORMATS and f in entries}
+    if not enabled or not done:
+        return {}
+    run_id = frozen.user_attrs.get("mlflow_run_id")
+    uri = resolve_tracking_uri(summary.get("mlflow", {}).get("tracking_uri"), out)
+    if not run_id or not uri:
+        return {"error": "the trial has no MLflow run to log the export to"}
+    import mlflow
+
+    logged: dict[str, Any] = {}
+    try:
+        with _on_run(uri, run_id):
+            for fmt, path in done.items():
+                e = entries[fmt]
+                key = fmt.replace("-", "_")
+                mlflow.log_artifact(str(path), artifact_path=f"exports/{key}")
+                mlflow.log_metrics(
+                    {
+                        f"export_{key}_{k}": float(e[k])
+                        for k in ("size_bytes", "test_accuracy", "max_abs_diff", "top1_agreement")
+                        if k in e
+                    }
+                )
+                logged[fmt] = {
+                    "artifact": f"runs:/{run_id}/exports/{key}/{path.name}",
+                    "run_id": run_id,
+                    "tracking_uri": uri,
+                }
+    except Exception as e:  # noqa: BLE001 - the exports on disk stand; the card says what failed
+        return {
+            "error": f"could not log to {uri}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        }
+    return logged

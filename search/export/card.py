@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from compactnas.core.host import cpu_name
-from compactnas.search.export_checkpoint import Rebuilt
-from compactnas.search.export_formats import INPUT_NAME, OUTPUT_NAME
+from compactnas.search.export.checkpoint import Rebuilt
+from compactnas.search.export.edge import card_lines
+from compactnas.search.export.formats import INPUT_NAME, OUTPUT_NAME
 
 
 # Long but flat: one literal in the order card.json reads, easier to check against the file than pieces.
@@ -29,8 +31,6 @@ def build_card(
     """The card of an export into ``dest``; formats in ``previous`` whose files remain stay listed."""
     import onnxruntime
 
-    from compactnas import __version__
-
     frozen, number, arch, data = rebuilt.frozen, rebuilt.number, rebuilt.arch, rebuilt.data
     weights, ckpt_path, ckpt = rebuilt.weights, rebuilt.checkpoint, rebuilt.blob
     metrics = dict(frozen.user_attrs.get("metrics") or ckpt.get("metrics") or {})
@@ -44,7 +44,7 @@ def build_card(
     exports.update(entries)
     device = summary.get("device") or scfg.get("device") or "host"
     return {
-        "compactnas_version": __version__,
+        "compactnas_version": version("compactnas"),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "trial": number,
         "arch": arch,
@@ -164,7 +164,6 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"{cal['samples']} training images"
             + (" (chosen on the validation split)." if cal.get("selection") else ".")
         )
-    from compactnas.search.export_edge import card_lines
 
     lines += card_lines(card["exports"])
     logged = {

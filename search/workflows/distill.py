@@ -15,8 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from compactnas.core.data import load_data
 from compactnas.core.errors import ConfigError
 from compactnas.core.files import replacing, write_json_atomic
+from compactnas.evaluators import TrainConfig, accuracy, count_parameters, is_compressed
+from compactnas.evaluators.distill import (
+    TeacherLogits,
+    check_distill_settings,
+    distillation_loss_fn,
+    retrain,
+)
+from compactnas.evaluators.teacher import TeacherConfig, get_teacher, load_teacher
+from compactnas.search.results import load_summary
+from compactnas.search.tracking import Tracker
+from compactnas.search.workflows.retrain import check_init, initial_weights
+from compactnas.spaces import parse_arch
+from compactnas.spaces.layers import count_params, size_bytes
 
 log = logging.getLogger("compactnas")
 
@@ -35,8 +49,6 @@ class DistillConfig:
     init: str = "scratch"  # or "inherited": both arms start from a supernet search's weights
 
     def __post_init__(self) -> None:
-        from compactnas.evaluators.distill import check_distill_settings
-        from compactnas.search.retrain import check_init
 
         check_init(self.init)
 
@@ -64,8 +76,6 @@ def _best_models(summary: dict[str, Any], top: int) -> list[dict[str, Any]]:
 def _teacher(
     out: Path, cfg: DistillConfig, search_cfg: dict[str, Any], data: Any
 ) -> tuple[Any, dict[str, Any]]:
-    from compactnas.evaluators import accuracy, count_parameters
-    from compactnas.evaluators.teacher import TeacherConfig, get_teacher, load_teacher
 
     shape = {
         "num_classes": data.num_classes,
@@ -106,10 +116,6 @@ def run_distill(out_dir: str | Path, cfg: DistillConfig, *, quiet: bool = False)
     checkpoint in OUT/distilled/ is replaced only once its new one is completely written.
     """
     import torch
-
-    from compactnas.core.data import load_data
-    from compactnas.evaluators.distill import TeacherLogits, distillation_loss_fn
-    from compactnas.search.results import load_summary
 
     out = Path(out_dir).expanduser().resolve()
     summary = load_summary(out)
@@ -167,12 +173,6 @@ def _distill_one(
 ) -> None:
     """Both arms of one architecture over every seed; its entry (the last of ``models``) is saved per seed."""
     import torch
-
-    from compactnas.evaluators import TrainConfig, is_compressed
-    from compactnas.evaluators.distill import retrain
-    from compactnas.search.retrain import initial_weights
-    from compactnas.spaces import parse_arch
-    from compactnas.spaces.layers import count_params, size_bytes
 
     spec = parse_arch(row["arch"])
     init = initial_weights(cfg.init, search_cfg, row["arch"], data)
@@ -234,7 +234,6 @@ def _track(
     out: Path, summary: dict[str, Any], cfg: DistillConfig, report: dict[str, Any]
 ) -> dict[str, Any]:
     """Nested runs under the search's MLflow run; a tracking failure is a warning, the JSON still stands."""
-    from compactnas.search.tracking import Tracker
 
     ml = summary.get("mlflow") or {}
     if not ml.get("tracking_uri") or not ml.get("run_id"):

@@ -8,22 +8,17 @@ replaced without ``force``. Every file is written and checked in a hidden folder
 first and moved in only when all of them are done, so a failed export (even with ``force``) leaves the
 destination as it was.
 
-The parts: export_checkpoint (which trial, which weights, the rebuilt model), export_formats (writing and
-loading each format), export_checks (checks against PyTorch, int8 calibration), export_card (the model
-card), export_mlflow (logging as MLflow models); this module runs them in order.
+The parts: checkpoint (which trial, which weights, the rebuilt model), registry and builtin (every
+format and its writer), checks (against PyTorch, int8 calibration), dest (the destination folder), card
+(the model card), mlflow_model (logging as MLflow models); this module runs them in order.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,63 +27,31 @@ import torch
 
 from compactnas.core.errors import ConfigError
 from compactnas.core.files import write_text_atomic
-from compactnas.search import export_edge as edge
-from compactnas.search.export_checkpoint import (
+from compactnas.evaluators import measure_latency_ms
+from compactnas.search.export.arch import export_table_trial
+from compactnas.search.export.card import build_card, card_markdown
+from compactnas.search.export.checkpoint import (
     Rebuilt,
     check_formats,
     rebuild,
     select_trial,
 )
-from compactnas.search.export_checks import (
-    quantize_calibrated,
+from compactnas.search.export.checks import (
     sha256,
     summary_line,
     verify,
 )
-from compactnas.search.export_formats import (
+from compactnas.search.export.dest import ExportResult, move_in, prepare_dest, staging
+from compactnas.search.export.formats import (
     CALIBRATIONS,
-    ExportError,
     deployable,
     reduced_bits,
-    torch_logits,
-    write_onnx,
-    write_state_dict,
-    write_torchscript,
 )
-
-FORMATS = ("onnx", "onnx-int8", "torchscript", "state-dict", "arch", *edge.EDGE_FORMATS)
-
-
-def file_name(fmt: str, trial: int) -> str:
-    if fmt in edge.EDGE_FORMATS:
-        return edge.file_name(fmt, trial)
-    return {
-        "onnx": f"trial_{trial}.onnx",
-        "onnx-int8": f"trial_{trial}.int8.onnx",
-        "torchscript": f"trial_{trial}.torchscript.pt",
-        "state-dict": f"trial_{trial}.state_dict.pt",
-        "arch": "arch.txt",
-    }[fmt]
-
-
-def parse_formats(values: str | Sequence[str]) -> tuple[str, ...]:
-    """Formats from repeated and/or comma-separated values, in order, without repeats."""
-    items = [values] if isinstance(values, str) else list(values)
-    out: list[str] = []
-    for item in items:
-        for name in str(item).split(","):
-            name = name.strip().lower().replace("_", "-")
-            if not name:
-                continue
-            if name not in FORMATS:
-                raise ConfigError(
-                    f"unknown export format '{name}' (use one of: {', '.join(FORMATS)})"
-                )
-            if name not in out:
-                out.append(name)
-    if not out:
-        raise ConfigError(f"no export format given (use one or more of: {', '.join(FORMATS)})")
-    return tuple(out)
+from compactnas.search.export.mlflow_model import log_edge_exports, log_trial_exports
+from compactnas.search.export.registry import FORMATS, WriteJob, file_name, parse_formats
+from compactnas.search.export.runners import torch_logits
+from compactnas.search.results import load_summary
+from compactnas.spaces import parse_arch
 
 
 class ExportWarning(UserWarning):
@@ -130,48 +93,6 @@ class ExportConfig:
             raise ConfigError("latency_min_run_time must be positive")
 
 
-@dataclass(frozen=True, kw_only=True)
-class ExportResult:
-    dest: Path
-    trial: int
-    arch: str
-    files: dict[str, Path]  # format -> file written
-    card: dict[str, Any]
-    warnings: tuple[str, ...] = field(default_factory=tuple)
-
-
-# --- destination ----------------------------------------------------------------------------
-
-
-def _prepare_dest(
-    dest: Path, trial: int, arch: str, formats: Sequence[str], force: bool
-) -> dict[str, Any]:
-    """Create and probe ``dest``; refuse to replace exports without ``force``. Returns the card to extend."""
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=dest, prefix=".probe-"):
-            pass
-    except OSError as e:
-        raise ExportError(f"cannot write to {dest}: {e.strerror or e}") from None
-    card_path = dest / "card.json"
-    card: dict[str, Any] = {}
-    if card_path.is_file():
-        try:
-            card = json.loads(card_path.read_text())
-        except (json.JSONDecodeError, OSError):
-            card = {}
-        if card and (card.get("trial") != trial or card.get("arch") != arch):
-            if not force:
-                raise ExportError(
-                    f"{dest} holds the export of trial {card.get('trial')}; choose another --dest or pass --force"
-                )
-            card = {}
-    taken = [file_name(f, trial) for f in formats if (dest / file_name(f, trial)).exists()]
-    if taken and not force:
-        raise ExportError(f"{dest} already holds {', '.join(taken)}; pass --force to overwrite")
-    return card
-
-
 # --- the export itself -------------------------------------------------------------------------------
 
 
@@ -206,10 +127,6 @@ def export(
 def _export(
     out: Path, trial: int | None, pick: str | None, cfg: ExportConfig, quiet: bool
 ) -> ExportResult:
-    from compactnas.evaluators import measure_latency_ms
-    from compactnas.search.export_card import build_card, card_markdown
-    from compactnas.search.export_mlflow import log_trial_exports
-    from compactnas.search.results import load_summary
 
     summary = load_summary(out)
     if isinstance(summary.get("devices"), dict):
@@ -221,15 +138,13 @@ def _export(
     if str(summary.get("config", {}).get("data", "")).startswith(
         "table:"
     ):  # looked up, not trained
-        from compactnas.search.export_arch import export_table_trial
-
         return export_table_trial(out, number, frozen, cfg, summary)
     r = rebuild(out, summary, number, frozen, cfg.weights)
     check_formats(r.arch, cfg.formats)
     dest = (
         Path(cfg.dest).expanduser().resolve() if cfg.dest else out / "exports" / f"trial_{number}"
     )
-    card = _prepare_dest(dest, number, r.arch, cfg.formats, cfg.force)
+    card = prepare_dest(dest, number, r.arch, cfg.formats, cfg.force)
     if not quiet:
         print(f"exporting trial {number} ({r.weights} weights): {r.arch}")
     labels = r.data.test.y.numpy()
@@ -240,9 +155,9 @@ def _export(
             r.model, r.shape, threads=1, min_run_time=cfg.latency_min_run_time
         ),
     }
-    with _staging(dest) as stage:
+    with staging(dest) as stage:
         entries, problems = _write_and_check(stage, r, cfg, reference, labels, quiet)
-        files = _move_in(stage, dest, {fmt: e["file"] for fmt, e in entries.items()})
+        files = move_in(stage, dest, {fmt: e["file"] for fmt, e in entries.items()})
 
     mlflow_info = (
         log_trial_exports(out, summary, frozen, files, r.data, reference, r.model)
@@ -250,7 +165,7 @@ def _export(
         else {}
     )
     if cfg.mlflow:
-        mlflow_info.update(edge.log_mlflow(True, out, summary, frozen, files, entries))
+        mlflow_info.update(log_edge_exports(True, out, summary, frozen, files, entries))
     for fmt, info in mlflow_info.items():
         if fmt in entries:
             entries[fmt]["mlflow"] = info
@@ -276,40 +191,21 @@ def _write_and_check(
     quiet: bool,
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Write every format into ``stage`` and check each written file; returns (entries, problems)."""
-    from compactnas.spaces import parse_arch
 
     deploy = deployable(r.model)  # what ONNX and TorchScript see; the reference stays r.model
     quant_acts = any("ab" in low for low in reduced_bits(parse_arch(r.arch)))
     entries: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     for fmt in cfg.formats:
+        spec = FORMATS[fmt]
         path = stage / file_name(fmt, r.number)
         entry: dict[str, Any] = {"file": path.name}
-        if fmt == "arch":
-            path.write_text(r.arch + "\n")
-        elif fmt == "onnx":
-            write_onnx(deploy, r.shape, path, opset=cfg.opset)
-        elif fmt == "onnx-int8":
-            fp32 = stage / file_name("onnx", r.number)
-            if "onnx" not in entries:  # an fp32 model to quantize, not kept
-                fp32 = stage / ".fp32.onnx"
-                write_onnx(deploy, r.shape, fp32, opset=cfg.opset)
-            entry["calibration"] = quantize_calibrated(
-                fp32, path, r.data, r.model, calibration=cfg.calibration,
-                samples=cfg.calibration_samples, seed=r.seed,
-            )  # fmt: skip
-            if fp32.name == ".fp32.onnx":
-                fp32.unlink()
-        elif fmt == "torchscript":
-            write_torchscript(deploy, r.shape, path)
-        elif fmt == "state-dict":
-            write_state_dict(
-                r.model, path, arch=r.arch, num_classes=r.data.num_classes, input_shape=r.shape
-            )
-        elif fmt in edge.EDGE_FORMATS:
-            calib = edge.calibration_images(r.data.train.x, cfg.calibration_samples, r.seed)
-            entry.update(edge.write_edge(fmt, deploy, r.shape, path, calib))
-        if fmt != "arch":
+        job = WriteJob(
+            stage=stage, model=r.model, deploy=deploy, arch=r.arch, input_shape=r.shape,
+            data=r.data, trial=r.number, seed=r.seed, settings=cfg, written=entries,
+        )  # fmt: skip
+        entry.update(spec.write(job, path) or {})
+        if spec.checked:
             entry.update(
                 verify(
                     fmt, path, r.shape, r.data, reference, labels, quant_acts=quant_acts,
@@ -324,22 +220,3 @@ def _write_and_check(
         if not quiet:
             print(f"  {fmt:<12} {path.name}  {entry['size_bytes']:,} bytes  {summary_line(entry)}")
     return entries, problems
-
-
-@contextlib.contextmanager
-def _staging(dest: Path) -> Iterator[Path]:
-    """A hidden folder inside ``dest`` (same file system, so moving out of it is atomic); always removed."""
-    stage = Path(tempfile.mkdtemp(dir=dest, prefix=".export-"))
-    try:
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def _move_in(stage: Path, dest: Path, names: dict[str, str]) -> dict[str, Path]:
-    """Move the checked files into ``dest``, each replacing its earlier version in one step."""
-    files = {}
-    for fmt, name in names.items():
-        os.replace(stage / name, dest / name)
-        files[fmt] = dest / name
-    return files

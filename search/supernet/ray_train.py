@@ -14,16 +14,15 @@ import dataclasses
 import os
 from typing import Any
 
+from compactnas.core.data import load_data, take_subset
 from compactnas.core.errors import ConfigError
-from compactnas.search.ray_connect import connect_ray
+from compactnas.search.backends.ray_connect import connect_ray
+from compactnas.search.supernet.epochs import SupernetConfig, run_epochs, start_training
 
 
 def _worker(config: dict[str, Any]) -> None:
     import ray.train
     import torch
-
-    from compactnas.core.data import load_data, take_subset
-    from compactnas.search.supernet import SupernetConfig, _start, run_epochs
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -31,7 +30,7 @@ def _worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(cfg.threads)
     data = load_data(cfg.data, seed=cfg.seed, resize=cfg.resize)
     train = take_subset(data, train=cfg.subset, seed=cfg.seed)
-    net, trainer, meta = _start(cfg, data, train, shard=(rank, world))
+    net, trainer, meta = start_training(cfg, data, train, shard=(rank, world))
 
     def report(epoch: int, stats: dict[str, float]) -> None:
         ray.train.report({"epoch": epoch, **stats})  # every rank: it keeps the workers in step
@@ -46,7 +45,7 @@ def train_on_ray(cfg: Any, say: Any) -> None:
 
     # Ray picks its Train API (v1 or v2) when ray.train is first imported in a process, and the
     # trainer checks the switch again when it runs; the Tune backend switches v2 off for itself
-    # (search/ray_backend.py). This training is written for v2.
+    # (backends/ray_tune.py, when a Ray search runs). This training is written for v2.
     if not TorchTrainer.__module__.startswith("ray.train.v2"):
         raise ConfigError(
             "supernet training on Ray needs Ray Train v2, and this process already loaded v1 "

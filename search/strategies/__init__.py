@@ -18,10 +18,8 @@ from typing import Any
 import optuna
 
 from compactnas.core.errors import ConfigError
-from compactnas.search.canonical import canonical_for
-from compactnas.search.guided import GuidedSampler
-
-DEFAULT = "guided"
+from compactnas.search.strategies.canonical import canonical_for
+from compactnas.search.strategies.guided import GuidedSampler
 
 
 def _startup(trials: int, workers: int, most: int = 10) -> int:

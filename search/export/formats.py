@@ -1,0 +1,178 @@
+"""Export formats: writing a trained model as ONNX (fp32 or int8), TorchScript or a state dict, running
+each export on held-out data, timing it on this host, and loading an export back.
+
+Every export takes one input named ``input`` (N x C x H x W float32, normalised as ``load_data`` does)
+and returns ``logits`` (N x classes).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from compactnas.evaluators.compression import build_compressed_model, is_compressed
+from compactnas.evaluators.quantization import fake_quantize_weight
+from compactnas.search.export.base import ExportError, first_line, silenced
+from compactnas.spaces import create_model, parse_arch
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+CALIBRATIONS = ("auto", "minmax", "entropy", "percentile")
+STATE_DICT_FORMAT = "compactnas.state_dict/1"
+
+
+def write_onnx(
+    model: nn.Module, input_shape: tuple[int, int, int], path: Path, *, opset: int = 17
+) -> None:
+    """fp32 ONNX with a dynamic batch axis.
+
+    The TorchScript-based exporter (``dynamo=False``) is used: the torch.export-based one needs the
+    separate onnxscript package and takes seconds per model where this one takes a fraction of one.
+    Eval mode lets it fold batch norm into the preceding convolutions.
+    """
+    model.eval()
+    x = torch.zeros(1, *input_shape)
+    try:
+        with silenced(), torch.no_grad():
+            torch.onnx.export(
+                model,
+                (x,),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
+    except Exception as e:  # noqa: BLE001 - any exporter failure is reported as one line
+        path.unlink(missing_ok=True)
+        raise ExportError(f"the ONNX exporter cannot convert this model: {first_line(e)}") from None
+
+
+class _Batches:
+    """onnxruntime CalibrationDataReader over equal-sized batches.
+
+    The histogram calibrators (entropy, percentile) stack per-batch outputs, so a short last batch
+    would break them: the remainder is dropped.
+    """
+
+    def __init__(self, x: np.ndarray, batch_size: int = 32):
+        n = max(1, len(x) // batch_size) * batch_size if len(x) >= batch_size else len(x)
+        self.batches = [x[i : i + batch_size] for i in range(0, n, batch_size)]
+        self.pos = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.pos >= len(self.batches):
+            return None
+        self.pos += 1
+        return {INPUT_NAME: self.batches[self.pos - 1]}
+
+    def rewind(self) -> None:
+        self.pos = 0
+
+
+def quantize_onnx_int8(
+    fp32_path: Path, path: Path, calibration: np.ndarray, *, method: str
+) -> None:
+    """Static int8 quantization in QDQ form: per-channel symmetric int8 weights, int8 activations whose
+    ranges come from running ``calibration`` (training images) through the model."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    try:
+        with silenced():
+            quantize_static(
+                str(fp32_path),
+                str(path),
+                _Batches(np.ascontiguousarray(calibration, dtype=np.float32)),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[method],
+            )
+    except Exception as e:  # noqa: BLE001
+        path.unlink(missing_ok=True)
+        raise ExportError(
+            f"int8 quantization failed ({method} calibration): {first_line(e)}"
+        ) from None
+
+
+def write_torchscript(model: nn.Module, input_shape: tuple[int, int, int], path: Path) -> None:
+    """Traced TorchScript: the networks have no data-dependent control flow, so a trace is exact."""
+    model.eval()
+    try:
+        with silenced(), torch.no_grad():
+            traced = torch.jit.trace(model, torch.zeros(1, *input_shape))
+            torch.jit.save(traced, str(path))
+    except Exception as e:  # noqa: BLE001
+        path.unlink(missing_ok=True)
+        raise ExportError(f"TorchScript tracing failed: {first_line(e)}") from None
+
+
+def write_state_dict(
+    model: nn.Module, path: Path, *, arch: str, num_classes: int, input_shape: tuple[int, int, int]
+) -> None:
+    """The weights with the architecture string beside them, so ``load_exported`` can rebuild the model."""
+    torch.save(
+        {
+            "format": STATE_DICT_FORMAT,
+            "arch": arch,
+            "num_classes": num_classes,
+            "input_shape": list(input_shape),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        },
+        path,
+    )
+
+
+def build_model(arch: str, *, num_classes: int, in_chans: int) -> nn.Module:
+    """The network an architecture string describes, compressed ones with their pruning and fake
+    quantization in place."""
+    spec = parse_arch(arch)
+    if not is_compressed(spec):
+        return create_model(spec, num_classes=num_classes, in_chans=in_chans)
+    return build_compressed_model(spec, num_classes=num_classes, in_chans=in_chans)
+
+
+def deployable(model: nn.Module) -> nn.Module:
+    """The model itself, or for a fake-quantized one a copy whose weights are stored already on their
+    quantization grid. The numbers are the same; the graph loses the per-call scale search and the
+    2- and 4-bit fake-quantize operators, which ONNX cannot express (it knows 8-bit ranges only).
+    The activations' 8-bit fake quantization stays and becomes ONNX QuantizeLinear/DequantizeLinear."""
+    if not any(getattr(m, "weight_bits", 32) < 32 for m in model.modules()):
+        return model
+
+    baked = copy.deepcopy(model)
+    with torch.no_grad():
+        for m in baked.modules():
+            bits = getattr(m, "weight_bits", 32)
+            if bits < 32 and isinstance(getattr(m, "weight", None), torch.Tensor):
+                m.weight.copy_(fake_quantize_weight(m.weight, bits))
+                m.weight_bits = 32  # already quantized: fake-quantizing again would be wasted work
+    return baked.eval()
+
+
+def reduced_bits(spec: Any) -> list[str]:
+    """Segments of ``spec`` that carry weight or activation bit-widths below 32, as text."""
+    out = []
+    parts = [
+        ("stem", spec.stem),
+        *((f"stage {i + 1}", b) for i, b in enumerate(spec.stages)),
+        ("head", spec.head),
+    ]
+    for where, seg in parts:
+        bits = [f"wb{seg.wbits}"] if seg.wbits < 32 else []
+        bits += [f"ab{seg.abits}"] if seg.abits < 32 else []
+        if bits:
+            out.append(f"{where} ({' '.join(bits)})")
+    return out
