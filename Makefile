@@ -41,9 +41,18 @@ demo: install-demo
 	rm -rf $(DEMO_OUT)
 	$(BIN)/compactnas search --config configs/demo.yaml --out $(DEMO_OUT)
 
+# Static tools cannot follow setuptools' package-dir mapping (folders at the top, compactnas.* when
+# installed), so the type checker reads a tree of links laid out as the installed package is.
+TYPING := build/typing/compactnas
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	rm -rf $(TYPING) && mkdir -p $(TYPING)
+	for f in compactnas/*.py; do ln -s ../../../$$f $(TYPING)/; done
+	for d in core spaces evaluators hw_profiles search; do ln -s ../../../$$d $(TYPING)/$$d; done
+	$(BIN)/basedpyright --pythonpath $(BIN)/python
+	$(BIN)/basedpyright -p pyrightconfig.api.json --pythonpath $(BIN)/python
 
 test: lint
 	$(BIN)/python -m pytest -q

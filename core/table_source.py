@@ -4,8 +4,12 @@ by the table evaluator instead of trained."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from compactnas.core.errors import DataError
+
+if TYPE_CHECKING:  # pandas is imported when a table is read, not with the data layer
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -17,7 +21,7 @@ class TableSource:
     """
 
     name: str
-    frame: pd.DataFrame  # noqa: F821 - pandas is imported when a table is read
+    frame: pd.DataFrame
     input_shape: tuple[int, int, int] = (3, 32, 32)
     num_classes: int = 10
 
