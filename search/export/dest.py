@@ -73,3 +73,21 @@ def move_in(stage: Path, dest: Path, names: dict[str, str]) -> dict[str, Path]:
         os.replace(stage / name, dest / name)
         files[fmt] = dest / name
     return files
+
+
+@contextlib.contextmanager
+def undo_created(dest: Path) -> Iterator[None]:
+    """The folders ``dest`` needs that do not exist yet are removed again (while empty) when the export
+    fails, so that a failed export leaves the file system as it found it."""
+    missing = []
+    folder = dest
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        yield
+    except BaseException:
+        for created in missing:  # the deepest first
+            with contextlib.suppress(OSError):
+                created.rmdir()
+        raise

@@ -41,7 +41,13 @@ from compactnas.search.export.checks import (
     summary_line,
     verify,
 )
-from compactnas.search.export.dest import ExportResult, move_in, prepare_dest, staging
+from compactnas.search.export.dest import (
+    ExportResult,
+    move_in,
+    prepare_dest,
+    staging,
+    undo_created,
+)
 from compactnas.search.export.formats import (
     CALIBRATIONS,
     deployable,
@@ -144,20 +150,21 @@ def _export(
     dest = (
         Path(cfg.dest).expanduser().resolve() if cfg.dest else out / "exports" / f"trial_{number}"
     )
-    card = prepare_dest(dest, number, r.arch, cfg.formats, cfg.force)
-    if not quiet:
-        print(f"exporting trial {number} ({r.weights} weights): {r.arch}")
-    labels = r.data.test.y.numpy()
-    reference = torch_logits(r.model, r.data.test.x)
-    pytorch = {
-        "test_accuracy": float((reference.argmax(1) == labels).mean()),
-        "latency_ms_host": measure_latency_ms(
-            r.model, r.shape, threads=1, min_run_time=cfg.latency_min_run_time
-        ),
-    }
-    with staging(dest) as stage:
-        entries, problems = _write_and_check(stage, r, cfg, reference, labels, quiet)
-        files = move_in(stage, dest, {fmt: e["file"] for fmt, e in entries.items()})
+    with undo_created(dest):
+        card = prepare_dest(dest, number, r.arch, cfg.formats, cfg.force)
+        if not quiet:
+            print(f"exporting trial {number} ({r.weights} weights): {r.arch}")
+        labels = r.data.test.y.numpy()
+        reference = torch_logits(r.model, r.data.test.x)
+        pytorch = {
+            "test_accuracy": float((reference.argmax(1) == labels).mean()),
+            "latency_ms_host": measure_latency_ms(
+                r.model, r.shape, threads=1, min_run_time=cfg.latency_min_run_time
+            ),
+        }
+        with staging(dest) as stage:
+            entries, problems = _write_and_check(stage, r, cfg, reference, labels, quiet)
+            files = move_in(stage, dest, {fmt: e["file"] for fmt, e in entries.items()})
 
     mlflow_info = (
         log_trial_exports(out, summary, frozen, files, r.data, reference, r.model)
