@@ -33,6 +33,13 @@ def register_evaluator(name: str) -> Callable:
     return deco
 
 
+def unregister_evaluator(name: str) -> None:
+    """Remove an evaluator registered by ``register_evaluator`` (the built-in ones stay)."""
+    if name in _BUILTIN:
+        raise ValueError(f"evaluator '{name}' is built in and cannot be removed")
+    _EVALUATORS.pop(name, None)
+
+
 def list_evaluators() -> list[str]:
     return sorted(_EVALUATORS)
 
@@ -101,4 +108,8 @@ __all__ = [
     "measure_latency_ms",
     "register_evaluator",
     "train",
+    "unregister_evaluator",
 ]
+
+
+_BUILTIN = frozenset(_EVALUATORS)  # registered above, at import

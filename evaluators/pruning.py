@@ -17,6 +17,7 @@ from torch.nn.utils import prune as torch_prune
 
 from compactnas.evaluators.counting import count_parameters
 from compactnas.spaces.arch import ArchSpec
+from compactnas.spaces.build import PRUNABLE_KINDS, prune_root
 from compactnas.spaces.layers import count_params, hidden_channels
 
 IMPORTANCE = {"l1": 1, "l2": 2}
@@ -41,10 +42,9 @@ def prunable_blocks(model: nn.Module, spec: ArchSpec) -> list[PrunableBlock]:
         for j in range(st.repeats):
             in_chs = chs if j == 0 else st.channels
             dense, target = hidden_channels(st, in_chs)
-            if st.prune > 0 and st.kind in ("ir", "er", "fire") and target < dense:
+            if st.prune > 0 and st.kind in PRUNABLE_KINDS and target < dense:
                 block = model.stages[i][j]
-                roots = {"ir": "conv_pw", "er": "conv_exp"}
-                root = getattr(block, roots[st.kind]) if st.kind in roots else block.squeeze[0]
+                root = prune_root(block, st.kind)
                 if (
                     not isinstance(root, nn.Conv2d)
                     or root.out_channels > dense

@@ -10,7 +10,6 @@ before the tail (``lastact-head_c0@64x8x8``), timed as such, under keys of their
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, replace
 
 import torch
@@ -25,7 +24,7 @@ from compactnas.spaces.arch import (
     format_arch,
     format_stage,
 )
-from compactnas.spaces.build import build_stage, create_model
+from compactnas.spaces.build import PRUNABLE_KINDS, build_stage, create_model, narrow_block
 from compactnas.spaces.layers import arch_layers, block_inputs, hidden_channels
 
 
@@ -99,29 +98,6 @@ class Tail(nn.Module):
         return self.classifier(self.drop(self.pool(self.head(x)).flatten(1)))
 
 
-def _narrow_conv(conv: nn.Conv2d, *, cin: int | None = None, cout: int | None = None) -> nn.Conv2d:
-    new = copy.deepcopy(conv)
-    cin = conv.in_channels if cin is None else cin
-    cout = conv.out_channels if cout is None else cout
-    depthwise = conv.groups == conv.in_channels and conv.groups > 1
-    groups = cout if depthwise else conv.groups
-    new.in_channels, new.out_channels, new.groups = cin, cout, groups
-    new.weight = nn.Parameter(conv.weight.detach()[:cout, : cin // groups].clone())
-    if conv.bias is not None:
-        new.bias = nn.Parameter(conv.bias.detach()[:cout].clone())
-    return new
-
-
-def _narrow_bn(bn: nn.BatchNorm2d, n: int) -> nn.BatchNorm2d:
-    new = copy.deepcopy(bn)
-    new.num_features = n
-    new.weight = nn.Parameter(bn.weight.detach()[:n].clone())
-    new.bias = nn.Parameter(bn.bias.detach()[:n].clone())
-    new.running_mean = bn.running_mean[:n].clone()
-    new.running_var = bn.running_var[:n].clone()
-    return new
-
-
 def build_block(block: BlockSpec, in_chs: int) -> nn.Module:
     """One block (r1) as deployed: pruning applied structurally, keeping the first channels.
 
@@ -129,28 +105,10 @@ def build_block(block: BlockSpec, in_chs: int) -> nn.Module:
     """
     block = replace(block, repeats=1)
     module = build_stage(replace(block, prune=0.0), in_chs)[0]
-    if not block.prune or block.kind in ("ds", "cn"):
+    if not block.prune or block.kind not in PRUNABLE_KINDS:
         return module
     _, hid = hidden_channels(block, in_chs)
-    if block.kind == "fire":
-        module.squeeze[0] = _narrow_conv(module.squeeze[0], cout=hid)
-        module.squeeze[1] = _narrow_bn(module.squeeze[1], hid)
-        module.expand1x1[0] = _narrow_conv(module.expand1x1[0], cin=hid)
-        module.expand3x3[0] = _narrow_conv(module.expand3x3[0], cin=hid)
-        return module
-    if block.kind == "er":
-        module.conv_exp = _narrow_conv(module.conv_exp, cout=hid)
-        module.bn1 = _narrow_bn(module.bn1, hid)
-    else:
-        module.conv_pw = _narrow_conv(module.conv_pw, cout=hid)
-        module.bn1 = _narrow_bn(module.bn1, hid)
-        module.conv_dw = _narrow_conv(module.conv_dw, cin=hid, cout=hid)
-        module.bn2 = _narrow_bn(module.bn2, hid)
-    if isinstance(getattr(module.se, "conv_reduce", None), nn.Conv2d):
-        module.se.conv_reduce = _narrow_conv(module.se.conv_reduce, cin=hid)
-        module.se.conv_expand = _narrow_conv(module.se.conv_expand, cout=hid)
-    module.conv_pwl = _narrow_conv(module.conv_pwl, cin=hid)
-    return module
+    return narrow_block(module, block.kind, hid)
 
 
 def build_unit(unit: Unit, *, num_classes: int) -> nn.Module:
@@ -188,6 +146,6 @@ def build_network(
     seen: dict[int, int] = {}
     for c, _, _, block, i in block_inputs(spec, input_shape):
         j = seen[i] = seen.get(i, -1) + 1
-        if block.prune and block.kind not in ("ds", "cn"):
+        if block.prune and block.kind in PRUNABLE_KINDS:
             model.stages[i][j] = build_block(block, c)
     return model

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+
 import torch
 from timm.models._efficientnet_blocks import SqueezeExcite
 from timm.models._efficientnet_builder import EfficientNetBuilder, decode_arch_def
@@ -70,6 +73,84 @@ def build_stage(block: BlockSpec, in_chs: int) -> nn.Sequential:
         ]
         return nn.Sequential(*layers)
     return _timm_stage(block, in_chs)
+
+
+def _narrow_conv(conv: nn.Conv2d, *, cin: int | None = None, cout: int | None = None) -> nn.Conv2d:
+    new = copy.deepcopy(conv)
+    cin = conv.in_channels if cin is None else cin
+    cout = conv.out_channels if cout is None else cout
+    depthwise = conv.groups == conv.in_channels and conv.groups > 1
+    groups = cout if depthwise else conv.groups
+    new.in_channels, new.out_channels, new.groups = cin, cout, groups
+    new.weight = nn.Parameter(conv.weight.detach()[:cout, : cin // groups].clone())
+    if conv.bias is not None:
+        new.bias = nn.Parameter(conv.bias.detach()[:cout].clone())
+    return new
+
+
+def _narrow_bn(bn: nn.BatchNorm2d, n: int) -> nn.BatchNorm2d:
+    new = copy.deepcopy(bn)
+    new.num_features = n
+    new.weight = nn.Parameter(bn.weight.detach()[:n].clone())
+    new.bias = nn.Parameter(bn.bias.detach()[:n].clone())
+    new.running_mean = bn.running_mean[:n].clone()
+    new.running_var = bn.running_var[:n].clone()
+    return new
+
+
+def _narrow_fire(m: nn.Module, hid: int) -> None:
+    m.squeeze[0] = _narrow_conv(m.squeeze[0], cout=hid)
+    m.squeeze[1] = _narrow_bn(m.squeeze[1], hid)
+    m.expand1x1[0] = _narrow_conv(m.expand1x1[0], cin=hid)
+    m.expand3x3[0] = _narrow_conv(m.expand3x3[0], cin=hid)
+
+
+def _narrow_edge_residual(m: nn.Module, hid: int) -> None:
+    m.conv_exp = _narrow_conv(m.conv_exp, cout=hid)
+    m.bn1 = _narrow_bn(m.bn1, hid)
+    _narrow_se_and_projection(m, hid)
+
+
+def _narrow_inverted_residual(m: nn.Module, hid: int) -> None:
+    m.conv_pw = _narrow_conv(m.conv_pw, cout=hid)
+    m.bn1 = _narrow_bn(m.bn1, hid)
+    m.conv_dw = _narrow_conv(m.conv_dw, cin=hid, cout=hid)
+    m.bn2 = _narrow_bn(m.bn2, hid)
+    _narrow_se_and_projection(m, hid)
+
+
+def _narrow_se_and_projection(m: nn.Module, hid: int) -> None:
+    if isinstance(getattr(m.se, "conv_reduce", None), nn.Conv2d):
+        m.se.conv_reduce = _narrow_conv(m.se.conv_reduce, cin=hid)
+        m.se.conv_expand = _narrow_conv(m.se.conv_expand, cout=hid)
+    m.conv_pwl = _narrow_conv(m.conv_pwl, cin=hid)
+
+
+# Block kinds whose hidden channels a pruning ratio removes: for each, the conv that produces the
+# hidden channels (the root a structured pruner cuts) and how to narrow a dense block to ``hid`` of
+# them as deployed. A new prunable block kind adds its two entries here.
+_PRUNE_ROOT: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "ir": lambda m: m.conv_pw,
+    "er": lambda m: m.conv_exp,
+    "fire": lambda m: m.squeeze[0],
+}
+_NARROW: dict[str, Callable[[nn.Module, int], None]] = {
+    "ir": _narrow_inverted_residual,
+    "er": _narrow_edge_residual,
+    "fire": _narrow_fire,
+}
+PRUNABLE_KINDS = frozenset(_PRUNE_ROOT)
+
+
+def prune_root(module: nn.Module, kind: str) -> nn.Module:
+    """The conv of one built block of ``kind`` whose output channels are its hidden channels."""
+    return _PRUNE_ROOT[kind](module)
+
+
+def narrow_block(module: nn.Module, kind: str, hid: int) -> nn.Module:
+    """A dense block of ``kind`` narrowed in place to its first ``hid`` hidden channels."""
+    _NARROW[kind](module, hid)
+    return module
 
 
 class CompactNet(nn.Module):

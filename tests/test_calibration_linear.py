@@ -20,9 +20,7 @@ from compactnas.spaces.nb201 import OPS, nb201_spec, to_nb201_string
 SHAPE = (3, 32, 32)
 
 
-@pytest.fixture(autouse=True)
-def _isolated_profile_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("COMPACTNAS_PROFILE_DIR", str(tmp_path / "profiles"))
+pytestmark = pytest.mark.usefixtures("profile_dir")
 
 
 def _cells(n: int, seed: int) -> list[str]:

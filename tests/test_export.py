@@ -25,11 +25,9 @@ ALL = "onnx,onnx-int8,torchscript,state-dict,arch"
 
 
 @pytest.fixture(scope="module")
-def search(tmp_path_factory):
-    """A tiny real search; its first trial trains long enough (about 0.93 accuracy) to quantize sensibly."""
-    out = tmp_path_factory.mktemp("search") / "out"
-    compactnas.run_search({"trials": 2, "epochs": 4, "seed": 0, "out": str(out)}, quiet=True)
-    return out
+def search(trained_search):
+    """The shared trained search (conftest); this module exports from it into its own folders."""
+    return trained_search
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,9 @@ FORMATS = "tflite,tflite-int8,executorch"
 
 
 @pytest.fixture(scope="module")
-def search(tmp_path_factory):
-    """One trial trained long enough that int8 rounding does not flip its near-ties wholesale."""
-    out = tmp_path_factory.mktemp("edge") / "out"
-    compactnas.run_search({"trials": 1, "epochs": 4, "seed": 0, "out": str(out)}, quiet=True)
-    return out
+def search(trained_search):
+    """The shared trained search (conftest); this module exports from it into its own folders."""
+    return trained_search
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +36,7 @@ def exported(search):
         search,
         trial=0,
         formats=FORMATS,
-        dest=str(search.parent / "export"),
+        dest=str(search.parent / "export_edge"),
         calibration_samples=256,
         latency_min_run_time=0.02,
     )
@@ -113,7 +111,7 @@ def test_stm32_profile_takes_tflite_int8():
 
 
 def test_device_flag_picks_the_runtime_format(search, exported, capsys):
-    dest = search.parent / "by_device"
+    dest = search.parent / "by_device_edge"
     code = main(
         ["export", str(search), "--trial", "0", "--device", "stm32f746", "--dest", str(dest)]
         + ["--no-mlflow", "-q", "--calibration-samples", "64"]
@@ -134,7 +132,7 @@ def test_missing_extra_is_one_line(monkeypatch, search, capsys):
     with pytest.raises(ExportError, match=r"compactnas\[edge\]"):
         export_edge.require("executorch")
     code = main(["export", str(search), "--trial", "0", "--format", "executorch", "--dest",
-                 str(search.parent / "nope")])  # fmt: skip
+                 str(search.parent / "nope_edge")])  # fmt: skip
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'compactnas[edge]'" in err

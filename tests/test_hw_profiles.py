@@ -25,9 +25,7 @@ SHAPE = (1, 8, 8)
 PUBLISHED = ("rpi4", "cortex-a76", "jetson-nano", "stm32f746")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_profile_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("COMPACTNAS_PROFILE_DIR", str(tmp_path / "profiles"))
+pytestmark = pytest.mark.usefixtures("profile_dir")
 
 
 def _doc() -> dict[str, Any]:

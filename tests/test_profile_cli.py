@@ -15,10 +15,7 @@ from compactnas.core.errors import CompactnasError, DataError, RegistryError
 from compactnas.spaces import create_space
 from compactnas.spaces.sampling import sample_archs
 
-
-@pytest.fixture(autouse=True)
-def _isolated_profile_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("COMPACTNAS_PROFILE_DIR", str(tmp_path / "profiles"))
+pytestmark = pytest.mark.usefixtures("profile_dir")
 
 
 def _run(*argv: str) -> int:

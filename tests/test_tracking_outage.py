@@ -16,7 +16,6 @@ from mlflow.tracking import MlflowClient
 from ports import free_port
 
 from compactnas.cli import main
-from compactnas.evaluators import register_evaluator
 
 # A real MLflow server killed and restarted mid-search.
 pytestmark = [pytest.mark.slow]
@@ -24,7 +23,6 @@ pytestmark = [pytest.mark.slow]
 BIN = Path(sys.executable).parent
 
 
-@register_evaluator("test-slow")
 class _Slow:
     """Takes a second per candidate, so the server can be killed while trials remain."""
 
@@ -37,6 +35,11 @@ class _Slow:
     def evaluate(self, model, spec, data, *, report=None):
         time.sleep(1.0)
         return {"accuracy": 0.1 + 0.01 * (len(str(spec)) % 50)}
+
+
+@pytest.fixture(autouse=True)
+def _slow_evaluator(evaluator_for_test):
+    evaluator_for_test("test-slow", _Slow)
 
 
 def _start_server(root, port):
