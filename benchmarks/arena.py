@@ -122,8 +122,8 @@ def _train_job(name: str, seed_index: int, recipe: dict[str, Any], mcu_path: str
     return {
         "name": name,
         "seed": tc.seed,
-        "accuracy": accuracy(model, data.val.x, data.val.y),
-        "test_accuracy": accuracy(model, data.test.x, data.test.y),
+        "accuracy": accuracy(model, data.val.x, data.val.y, tc),
+        "test_accuracy": accuracy(model, data.test.x, data.test.y, tc),
         "train_loss": float(loss),
         "seconds": round(time.time() - t0, 2),
     }

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from compactnas.core.errors import CompactnasError, ConfigError
+from compactnas.evaluators.recipes import RECIPES
 from compactnas.search.strategies import STRATEGIES
 
 EXIT_USAGE = 2
@@ -101,6 +102,24 @@ def _search_parser(sub: Any) -> None:
         help="reject candidates with more parameters, untrained",
     )
     g = p.add_argument_group("proxy training")
+    g.add_argument(
+        "--recipe",
+        default=S,
+        help=f"named training recipe: {', '.join(RECIPES)} (default proxy); flags below override it",
+    )
+    g.add_argument(
+        "--train-device",
+        default=S,
+        help="where candidates train: auto (default: CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps",
+    )
+    g.add_argument(
+        "--precision",
+        default=S,
+        help="auto (default: mixed precision on an accelerator, fp32 on the CPU), fp32 or amp",
+    )
+    g.add_argument(
+        "--compile", action="store_true", default=S, help="torch.compile each candidate's training"
+    )
     g.add_argument(
         "--epochs", type=int, default=S, help="training epochs per candidate (default 15)"
     )

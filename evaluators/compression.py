@@ -187,7 +187,7 @@ class CompressEvaluator:
             loss_fn=self.loss_fn,
             report=report,
         )
-        return trained_metrics(model, data, stats)
+        return trained_metrics(model, data, stats, self.train_config)
 
 
 def build_pruned_model(spec: ArchSpec | str, *, num_classes: int, in_chans: int) -> nn.Module:

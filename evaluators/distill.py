@@ -72,6 +72,12 @@ class TeacherLogits:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.teacher.eval()
+        if x.device.type != "cpu":
+            # On an accelerator the teacher runs beside the student, uncached: a forward pass there
+            # costs less than copying the batch back to hash it.
+            if next(self.teacher.parameters()).device != x.device:
+                self.teacher.to(x.device)
+            return self.teacher(x)
         flat = x.detach().contiguous().reshape(len(x), -1).numpy()
         keys = [row.tobytes() for row in flat]
         missing = [i for i, k in enumerate(keys) if k not in self._cache]
@@ -127,6 +133,6 @@ def retrain(
     else:
         train(model, data.train.x, data.train.y, cfg, loss_fn=loss_fn)
     return model, {
-        "accuracy": accuracy(model, data.val.x, data.val.y),
-        "test_accuracy": accuracy(model, data.test.x, data.test.y),
+        "accuracy": accuracy(model, data.val.x, data.val.y, cfg),
+        "test_accuracy": accuracy(model, data.test.x, data.test.y, cfg),
     }

@@ -34,14 +34,17 @@ class ProxyEvaluator:
             val=(data.val.x, data.val.y),
             report=report,
         )
-        return trained_metrics(model, data, stats)
+        return trained_metrics(model, data, stats, self.train_config)
 
 
-def trained_metrics(model: nn.Module, data: Any, stats: dict[str, float]) -> dict[str, float]:
-    """What every evaluator reports after training: validation and test accuracy, and how it went."""
+def trained_metrics(
+    model: nn.Module, data: Any, stats: dict[str, float], cfg: TrainConfig | None = None
+) -> dict[str, float]:
+    """What every evaluator reports after training: validation and test accuracy (on the recipe's train
+    device, with its test-time augmentation), and how it went."""
     return {
-        "accuracy": accuracy(model, data.val.x, data.val.y),
-        "test_accuracy": accuracy(model, data.test.x, data.test.y),
+        "accuracy": accuracy(model, data.val.x, data.val.y, cfg),
+        "test_accuracy": accuracy(model, data.test.x, data.test.y, cfg),
         "epochs": stats["epochs"],
         "train_loss": stats["loss"],
         "stopped_early": stats["stopped_early"],

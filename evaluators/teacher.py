@@ -105,8 +105,8 @@ def train_teacher(data: Any, tc: TeacherConfig) -> tuple[nn.Module, dict[str, fl
     train(model, data.train.x, data.train.y, cfg)
     model.eval()
     metrics = {
-        "accuracy": accuracy(model, data.val.x, data.val.y),
-        "test_accuracy": accuracy(model, data.test.x, data.test.y),
+        "accuracy": accuracy(model, data.val.x, data.val.y, cfg),
+        "test_accuracy": accuracy(model, data.test.x, data.test.y, cfg),
         "params": float(count_parameters(model)),
     }
     return model, metrics

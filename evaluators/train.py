@@ -1,4 +1,11 @@
-"""Short proxy training on in-memory tensors, and accuracy."""
+"""The one training engine: in-memory tensors, on the CPU or an accelerator, and accuracy.
+
+Every command that trains goes through ``train`` (search candidates, compression, retrain, distill, the
+teacher, benchmarks). Where it runs is ``TrainConfig.train_device`` (``auto``: CUDA, else MPS, else the
+CPU): the data set is moved there once per call, augmentation runs there in batches, and so does
+evaluation. ``precision`` ``auto`` means mixed precision on an accelerator (bf16 where supported, fp16
+with a gradient scaler otherwise) and fp32 on the CPU, where bf16 autocast is slower on most cores.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from compactnas.core.errors import ConfigError, TrialDiverged
+from compactnas.evaluators.device import (
+    PRECISIONS,
+    Precision,
+    autocast,
+    check_train_device,
+    on_device,
+    resolve_precision,
+    resolve_train_device,
+)
 
 # report(step, value) -> True means "stop now" (early stopping decided by the caller).
 Report = Callable[[int, float], bool]
@@ -35,6 +51,16 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: str | bool = "auto"  # one of AUGMENTS; True means auto, False off
     seed: int = 0
+    # share of the steps spent warming up to the peak learning rate (one-cycle schedule)
+    warmup: float = 0.15
+    # exponential moving average of the weights, per step (0: off); the averaged weights are the result
+    ema: float = 0.0
+    # evaluate on each image and its mirror image, averaged (only where augmentation flips: crop-flip)
+    tta: bool = False
+    # where and how to run: see the module docstring
+    train_device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -55,6 +81,15 @@ class TrainConfig:
             )
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ConfigError(f"warmup must be in [0, 1), got {self.warmup}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"ema must be in [0, 1) (0: off), got {self.ema}")
+        check_train_device(self.train_device)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown precision '{self.precision}' (use one of: {', '.join(PRECISIONS)})"
+            )
         if self.schedule not in SCHEDULES:
             raise ConfigError(
                 f"unknown schedule '{self.schedule}' (use one of: {', '.join(SCHEDULES)})"
@@ -88,7 +123,8 @@ def crop_flip(
     """Per-example random crop from a zero-padded copy (zero is the mean after normalisation) and
     random horizontal flip, as one gather over the batch: no Python loop over examples.
 
-    The result is channels-last in memory, which the CPU convolutions prefer anyway.
+    The random draws come from ``gen`` on the CPU (the same under a seed wherever training runs); the
+    gather runs where ``x`` is. The result is channels-last in memory, which convolutions prefer.
     """
     n, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
@@ -99,8 +135,10 @@ def crop_flip(
     if flip:
         mirrored = torch.rand(n, 1, generator=gen) < 0.5
         cols = torch.where(mirrored, cols.flip(1), cols)
+    dev = x.device
+    rows, cols = rows.to(dev, non_blocking=True), cols.to(dev, non_blocking=True)
     # Advanced indices on N, H, W around a sliced C give an (N, H, W, C) tensor.
-    out = padded[torch.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    out = padded[torch.arange(n, device=dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2)
 
 
@@ -122,15 +160,73 @@ def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tenso
     return x[..., max_shift + dy : max_shift + dy + h, max_shift + dx : max_shift + dx + w]
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 512) -> float:
+def accuracy(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig | None = None,
+    *,
+    batch_size: int = 512,
+) -> float:
+    """Top-1 accuracy of ``model`` on ``(x, y)``. With ``cfg``: on its train device and precision, and
+    with flip test-time augmentation where ``cfg.tta`` asks for it and the inputs are flipped in
+    training; without, where the model is, in fp32."""
+    if len(y) == 0:
+        return 0.0
+    if cfg is None:
+        dev, prec, tta = _model_device(model), Precision(False, torch.float32, False), False
+    else:
+        dev = resolve_train_device(cfg.train_device)
+        prec = resolve_precision(cfg.precision, dev)
+        tta = cfg.tta and augment_mode(cfg.augment, tuple(x.shape[1:])) == "crop-flip"
     was_training = model.training
     model.eval()
     correct = 0
-    for i in range(0, len(y), batch_size):
-        correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+    with on_device(model, dev):
+        for i in range(0, len(y), batch_size):
+            xb = x[i : i + batch_size].to(dev, non_blocking=True)
+            with autocast(dev, prec):
+                logits = model(xb).float()
+                if tta:
+                    logits = logits + model(xb.flip(-1)).float()
+            correct += int((logits.argmax(1) == y[i : i + batch_size].to(dev)).sum())
     model.train(was_training)
-    return correct / max(1, len(y))
+    return correct / len(y)
+
+
+class _Ema:
+    """Exponential moving average of the parameters and batch-norm statistics, updated per step."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.tracked = {
+            k: v
+            for k, v in model.state_dict(keep_vars=True).items()
+            if v.is_floating_point() and ("running_" in k or isinstance(v, nn.Parameter))
+        }
+        self.avg = {k: v.detach().clone() for k, v in self.tracked.items()}
+        self.steps = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        # Early on the average would remember the random start: the decay ramps up (as in timm's EMA).
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        live = [v.detach() for v in self.tracked.values()]
+        torch._foreach_lerp_(list(self.avg.values()), live, 1.0 - d)
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        """Exchange the live and the averaged values (twice restores the live ones)."""
+        for k, v in self.tracked.items():
+            tmp = v.detach().clone()
+            v.data.copy_(self.avg[k])
+            self.avg[k] = tmp
 
 
 def train(
@@ -145,55 +241,110 @@ def train(
     lr_scale: float = 1.0,
     epochs: int | None = None,
 ) -> dict[str, float]:
-    """Train in place. After each epoch, ``report(epoch, val_accuracy)`` may stop training early.
+    """Train in place on ``cfg.train_device``. After each epoch, ``report(epoch, val_accuracy)`` may stop
+    training early. The model comes back where it was (and, with ``cfg.ema``, holds the averaged weights).
 
     Raises TrialDiverged on a non-finite loss. Returns {'epochs': run, 'loss': last, 'stopped_early': 0/1}.
     """
     epochs = epochs or cfg.epochs
+    dev = resolve_train_device(cfg.train_device)
+    prec = resolve_precision(cfg.precision, dev)
     gen = torch.Generator().manual_seed(cfg.seed)
+    mode = augment_mode(cfg.augment, tuple(x.shape[1:]))
+    with on_device(model, dev):
+        # Channels-last makes CPU (oneDNN) depthwise convolutions, backward above all, several times
+        # faster, and lets tensor cores take convolutions on a GPU.
+        model.to(memory_format=torch.channels_last)
+        try:
+            stats = _train_on(model, x.to(dev), y.to(dev), cfg, epochs, dev, prec, gen, mode,
+                              val=val, report=report, loss_fn=loss_fn, lr_scale=lr_scale)  # fmt: skip
+        finally:
+            model.to(memory_format=torch.contiguous_format)
+    return stats
+
+
+def _train_on(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    epochs: int,
+    dev: torch.device,
+    prec: Precision,
+    gen: torch.Generator,
+    mode: str,
+    *,
+    val: tuple[torch.Tensor, torch.Tensor] | None,
+    report: Report | None,
+    loss_fn: LossFn | None,
+    lr_scale: float,
+) -> dict[str, float]:
     opt = make_optimizer(model, cfg, cfg.lr * lr_scale)
     steps_per_epoch = max(1, math.ceil(len(y) / cfg.batch_size))
     total = epochs * steps_per_epoch
     sched = (
         torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr * lr_scale, total_steps=total, pct_start=0.15, anneal_strategy="cos"
-        )
+            opt,
+            max_lr=cfg.lr * lr_scale,
+            total_steps=total,
+            pct_start=cfg.warmup or 1e-9,
+            anneal_strategy="cos",
+        )  # fmt: skip
         if cfg.schedule == "cosine"
         else None
     )
-    mode = augment_mode(cfg.augment, tuple(x.shape[1:]))
-    # Channels-last makes CPU (oneDNN) depthwise convolutions, backward above all, several times faster.
-    model.to(memory_format=torch.channels_last)
+    scaler = torch.amp.GradScaler(dev.type) if prec.scaled else None
+    ema = _Ema(model, cfg.ema) if cfg.ema > 0 else None
+    step = torch.compile(model) if cfg.compile else model
+    # On the CPU a non-finite loss is caught at its step; on an accelerator, where reading the loss
+    # would stall the queue every step, at the end of its epoch.
+    check_each_step = dev.type == "cpu"
     model.train()
     last_loss = float("nan")
     stopped = False
     epoch = 0
     for epoch in range(1, epochs + 1):
-        perm = torch.randperm(len(y), generator=gen)
-        running = 0.0
+        perm = torch.randperm(len(y), generator=gen).to(dev)
+        running = torch.zeros((), device=dev)
         for i in range(0, len(y), cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
             if len(idx) < 2:  # batch norm needs two examples
                 continue
             xb = augment_batch(x[idx], mode, gen).contiguous(memory_format=torch.channels_last)
             yb = y[idx]
-            logits = model(xb)
-            if loss_fn is not None:
-                loss = loss_fn(logits, yb, xb)
-            else:
-                loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
-            if not torch.isfinite(loss):
+            with autocast(dev, prec):
+                logits = step(xb)
+                if loss_fn is not None:
+                    loss = loss_fn(logits.float(), yb, xb)
+                else:
+                    loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+            if check_each_step and not torch.isfinite(loss):
                 raise TrialDiverged(f"loss became {loss.item()} at epoch {epoch}")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
             if sched is not None:
                 sched.step()
-            running += loss.item() * len(idx)
-        last_loss = running / len(y)
+            if ema is not None:
+                ema.update()
+            running += loss.detach() * len(idx)
+        last_loss = float(running) / len(y)
+        if not math.isfinite(last_loss):
+            raise TrialDiverged(f"loss became {last_loss} in epoch {epoch}")
         if report is not None and val is not None:
-            if report(epoch, accuracy(model, *val)):
+            if ema is not None:
+                ema.swap()
+            acc = accuracy(model, *val, cfg)
+            if ema is not None:
+                ema.swap()
+            if report(epoch, acc):
                 stopped = True
                 break
-    model.to(memory_format=torch.contiguous_format)
+    if ema is not None:
+        ema.swap()  # the averaged weights are the trained model
     return {"epochs": float(epoch), "loss": last_loss, "stopped_early": float(stopped)}

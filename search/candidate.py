@@ -42,6 +42,12 @@ def train_config(cfg: SearchConfig, trial_number: int) -> TrainConfig:
         weight_decay=cfg.weight_decay,
         label_smoothing=cfg.label_smoothing,
         augment=cfg.augment,
+        warmup=cfg.warmup,
+        ema=cfg.ema,
+        tta=cfg.tta,
+        train_device=cfg.train_device,
+        precision=cfg.precision,
+        compile=cfg.compile,
         seed=cfg.seed * 100_003 + trial_number,
     )
 

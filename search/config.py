@@ -14,7 +14,9 @@ import yaml
 from compactnas.core.errors import ConfigError
 from compactnas.core.onnx_runtime import HOST_RUNTIMES
 from compactnas.evaluators import list_evaluators
-from compactnas.evaluators.train import AUGMENTS, OPTIMIZERS
+from compactnas.evaluators.device import check_train_device
+from compactnas.evaluators.recipes import RECIPES, with_recipe
+from compactnas.evaluators.train import AUGMENTS, OPTIMIZERS, PRECISIONS
 from compactnas.search.strategies import parse_strategy
 
 BACKENDS = ("local", "ray")
@@ -47,7 +49,9 @@ class SearchConfig:
     evaluator: str = "auto"
     # A trained supernet's folder (compactnas supernet train): candidates inherit its weights
     supernet: str | None = None
-    # Proxy training
+    # Proxy training: a named recipe (evaluators/recipes.py) whose settings the fields below override;
+    # the defaults are the "proxy" recipe's
+    recipe: str = "proxy"
     epochs: int = 15
     batch_size: int = 64
     lr: float = 0.005
@@ -59,6 +63,13 @@ class SearchConfig:
     latency_threads: int = 1
     label_smoothing: float = 0.1
     augment: str = "auto"  # auto: crop-flip for colour images >= 32 px, shift otherwise
+    warmup: float = 0.15  # share of training steps warming up to the peak learning rate
+    ema: float = 0.0  # per-step decay of a moving average of the weights (0: off)
+    tta: bool = False  # flip test-time augmentation when scoring (colour images only)
+    # Where candidates train (not the target device): auto = CUDA, else MPS, else CPU
+    train_device: str = "auto"
+    precision: str = "auto"  # auto: mixed precision on an accelerator, fp32 on the CPU; fp32; amp
+    compile: bool = False  # torch.compile each candidate (see benchmarks/train_speed.py)
     subset: int | None = None  # at most this many training examples per candidate
     val_subset: int | None = None  # at most this many validation examples
     host_runtime: str = "onnxruntime"  # how host latency is measured: onnxruntime or torch (eager)
@@ -93,6 +104,17 @@ class SearchConfig:
         if len(set(self.objectives)) != len(self.objectives):
             raise ConfigError(f"objectives repeat a name: {','.join(self.objectives)}")
         parse_strategy(self.sampler)  # the strategies' registry is the one list of names
+        if self.recipe not in RECIPES:
+            raise ConfigError(f"unknown recipe '{self.recipe}' (use one of: {', '.join(RECIPES)})")
+        check_train_device(self.train_device)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown precision '{self.precision}' (use one of: {', '.join(PRECISIONS)})"
+            )
+        if not 0.0 <= self.warmup < 1.0:
+            raise ConfigError(f"warmup must be in [0, 1), got {self.warmup}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"ema must be in [0, 1) (0: off), got {self.ema}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"unknown optimizer '{self.optimizer}' (use one of: {', '.join(OPTIMIZERS)})"
@@ -231,6 +253,10 @@ def config_from_mapping(values: dict[str, Any], *, source: str = "config") -> Se
         raise ConfigError(
             f"{source}: unknown field(s) {', '.join(unknown)} (known: {', '.join(_FIELDS)})"
         )
+    name = values.get("recipe") or "proxy"
+    if not isinstance(name, str):
+        raise ConfigError(f"config field 'recipe' must be str, got {name!r}")
+    values = {**values, **with_recipe(name, values)}  # the recipe fills what is not set
     return SearchConfig(**{k: _coerce(k, v) for k, v in values.items()})
 
 

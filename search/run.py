@@ -10,6 +10,7 @@ import functools
 from typing import Any
 
 from compactnas.core.data import Dataset
+from compactnas.evaluators.device import resolve_train_device
 from compactnas.search.backends.local import run_local, start_early
 from compactnas.search.backends.ray_tune import run_on_ray
 from compactnas.search.candidate import resolve_latency_model
@@ -39,8 +40,12 @@ def run_search(
 
 def _run_one(cfg: SearchConfig, *, data: Dataset | None, quiet: bool) -> SearchResult:
     if cfg.backend == "ray":
+        # The driver need not have the trials' accelerators: with no GPU asked of Ray, it must.
+        if cfg.gpus_per_trial == 0:
+            resolve_train_device(cfg.train_device)
         return _drive(SearchLoop(cfg, data=data, quiet=quiet), run_on_ray, data is not None)
     resolve_latency_model(cfg, resolve_objectives(cfg.objectives))  # a bad device: no workers yet
+    resolve_train_device(cfg.train_device)  # an absent accelerator: one line, before any worker
     early = start_early(cfg, data_given=data is not None)
     try:
         loop = SearchLoop(cfg, data=data, quiet=quiet)

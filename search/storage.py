@@ -29,7 +29,7 @@ IDENTITY = (
     "space", "data", "resize", "compress", "objectives", "device", "seed",
     # how a candidate's accuracy is obtained: the evaluator, its recipe and the data it sees
     "evaluator", "supernet", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
-    "label_smoothing", "augment", "subset", "val_subset", "table_accuracy", "table_latency",
+    "label_smoothing", "augment", "warmup", "ema", "tta", "subset", "val_subset", "table_accuracy", "table_latency",
     # how host latency is measured
     "host_runtime", "latency_threads",
 )  # fmt: skip

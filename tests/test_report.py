@@ -180,18 +180,24 @@ def test_results_are_on_disk_after_every_assignment(tmp_path):
     results = _load("_results")
     path = tmp_path / "sub" / "bench.json"
     res = results.Results(path, {"benchmark": "x"})
-    assert json.loads(path.read_text()) == {"complete": False, "benchmark": "x"}
+    stamp = {"commit": results.commit(), "host": json.loads(path.read_text())["host"]}
+    assert json.loads(path.read_text()) == {"complete": False, "benchmark": "x", **stamp}
+    assert len(stamp["commit"].split("-")[0]) == 40  # the checkout's commit, dirty or not
     res["runs"] = [1]
     assert json.loads(path.read_text())["runs"] == [1]
     res["runs"].append(2)  # a change inside a value is written on save()
     res.save()
     res.update(ratio=0.5)
     assert json.loads(path.read_text()) == {
-        "complete": False, "benchmark": "x", "runs": [1, 2], "ratio": 0.5
+        "complete": False, "benchmark": "x", "runs": [1, 2], "ratio": 0.5, **stamp
     }  # fmt: skip
     res.finish()
     assert json.loads(path.read_text())["complete"] is True
     assert sorted(p.name for p in path.parent.iterdir()) == ["bench.json"]  # no temporaries left
+    # A resumed run starts from what the file holds (a stopped benchmark keeps its measurements).
+    again = results.Results(path, {"benchmark": "x"}, resume=True)
+    assert again["runs"] == [1, 2] and again["complete"] is False
+    assert results.Results(path, {"benchmark": "x"}).get("runs") is None  # without resume: anew
 
 
 def test_report_sections_are_one_line_each(report):

@@ -6,7 +6,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from compactnas.cli import main
-from compactnas.evaluators import register_evaluator
 from compactnas.search import SearchConfig, run_search
 from compactnas.spaces import parse_arch, register_space, unregister_space
 
@@ -46,11 +45,12 @@ def tiny_space():
 
 @pytest.fixture
 def own_ray():
-    """A Ray instance of this test's own (its own GCS port); shut down without touching any other."""
+    """A Ray instance of this test's own (its own GCS port); shut down without touching any other. It
+    declares two logical GPUs (Ray hands them out and sets CUDA_VISIBLE_DEVICES; no CUDA is needed)."""
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         pytest.skip("a Ray instance is already connected in this process")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -82,7 +82,7 @@ def test_both_backends_record_the_same_outcomes(backend, tmp_path, digits, tiny_
         request.getfixturevalue("own_ray")
     cfg = SearchConfig(
         out=str(tmp_path), space=tiny_space, trials=8, epochs=1, sampler="random", seed=0,
-        backend=backend, workers=2, concurrency=2,
+        backend=backend, workers=2, concurrency=2, gpus_per_trial=0.5 if backend == "ray" else 0.0,
     )  # fmt: skip
     r = run_search(cfg, data=digits, quiet=True)
     rows = r.trials.sort_values("trial")
@@ -113,9 +113,12 @@ def test_both_backends_record_the_same_outcomes(backend, tmp_path, digits, tiny_
     }
     assert layout == EXPECTED_RUNS
     assert all("accuracy" in c.data.metrics for c in children if c.info.status == "FINISHED")
+    if backend == "ray":  # each trial asked Ray for half a GPU and saw the one Ray gave it
+        gpus = [c.data.tags.get("compactnas.cuda_visible_devices") for c in children
+                if c.data.tags.get("compactnas.duplicate_of") is None]  # fmt: skip
+        assert gpus and all(g in ("0", "1") for g in gpus), gpus
 
 
-@register_evaluator("test-lookup")
 class _Lookup:
     """A one-file evaluator: it trains nothing and scores a candidate by its string."""
 
@@ -147,7 +150,6 @@ def test_a_registered_evaluator_runs_a_search(workers, tmp_path, digits):
     assert not (tmp_path / "checkpoints").exists()  # trains=False: nothing to checkpoint
 
 
-@register_evaluator("test-pause")
 class _Pause(_Lookup):
     """Scores like test-lookup, after a pause long enough for the search to propose ahead."""
 
@@ -194,7 +196,6 @@ def test_resume_without_a_study_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "none" / "study.db").exists()
 
 
-@register_evaluator("test-nan")
 class _Nan:
     name = "test-nan"
     trains = False
@@ -263,3 +264,10 @@ def test_a_time_budget_stops_new_candidates_and_finishes_running_ones(tmp_path, 
     assert main(["search", "--time-budget", "-1", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert "time_budget must be a positive number" in err and len(err.splitlines()) == 1
+
+
+@pytest.fixture(autouse=True)
+def _evaluators(evaluator_for_test):
+    """The one-file evaluators above, registered for each test and removed after it."""
+    for name, factory in (("test-lookup", _Lookup), ("test-pause", _Pause), ("test-nan", _Nan)):
+        evaluator_for_test(name, factory)

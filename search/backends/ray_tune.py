@@ -44,7 +44,9 @@ def _trainable(
     cfg = config_from_mapping(settings)
     number = int(config["trial_number"])
     # Where the trial runs, so an operator (or a test) can find the process behind a run.
-    tune.report({"started": 1, "worker_pid": os.getpid(), "worker_host": socket.gethostname()})
+    # The GPUs Ray gave it (--gpus-per-trial) are the CUDA_VISIBLE_DEVICES Ray set for the process.
+    tune.report({"started": 1, "worker_pid": os.getpid(), "worker_host": socket.gethostname(),
+                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")})  # fmt: skip
     data = data if data is not None else load_data(cfg.data, seed=cfg.seed, resize=cfg.resize)
     data = take_subset(data, train=cfg.subset, val=cfg.val_subset, seed=cfg.seed)
 
@@ -109,9 +111,10 @@ def _searcher_class() -> type:
                 self.loop.replace_run(number, "worker died; trial retried")
             self.pids[trial_id] = pid
             run_id = self.loop.in_flight[number].run_id
-            self.loop.tracker.log(
-                run_id, tags={"compactnas.host": result.get("worker_host"), "compactnas.pid": pid}
-            )
+            self.loop.tracker.log(run_id, tags={
+                "compactnas.host": result.get("worker_host"), "compactnas.pid": pid,
+                "compactnas.cuda_visible_devices": result.get("cuda_visible_devices", ""),
+            })  # fmt: skip
 
         def on_trial_complete(
             self, trial_id: str, result: dict | None = None, error: bool = False

@@ -22,6 +22,7 @@ from typing import Any
 from compactnas.core.data import load_data, take_subset
 from compactnas.core.errors import CompactnasError
 from compactnas.evaluators import evaluator_factories, list_evaluators, register_evaluator
+from compactnas.evaluators.device import worker_gpus
 from compactnas.search.candidate import resolve_latency_model, run_candidate
 from compactnas.search.config import SearchConfig, config_from_mapping
 from compactnas.search.objectives import resolve_objectives
@@ -86,9 +87,10 @@ def _signal(pid: int, sig: int) -> bool:
 
 
 class Worker:
-    def __init__(self, ctx: Any, args: tuple) -> None:
+    def __init__(self, ctx: Any, args: tuple, gpu: str | None = None) -> None:
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker_main, args=(child, *args), daemon=True)
+        self.gpu = gpu
+        self.proc = ctx.Process(target=worker_main, args=(child, *args, gpu), daemon=True)
         self.proc.start()
         child.close()
         self.number: int | None = None  # the trial it runs, if any
@@ -104,7 +106,9 @@ class WorkerPool:
         self._ctx = _context()
         self._args = (cfg.to_dict(), data, plugins)
         self.gate = TimingGate()
-        self.workers = [Worker(self._ctx, self._args) for _ in range(n)]
+        # With G GPUs each worker gets one of them, round-robin (its own CUDA_VISIBLE_DEVICES).
+        self.gpus = worker_gpus(cfg.train_device, n)
+        self.workers = [Worker(self._ctx, self._args, gpu) for gpu in self.gpus]
         self.gate.pids = [w.proc.pid for w in self.workers]
         self.waiting_to_time: list[Worker] = []
         self.holder: Worker | None = None
@@ -159,7 +163,7 @@ class WorkerPool:
             self.waiting_to_time.remove(w)
         w.proc.join(timeout=5)
         i = self.workers.index(w)
-        self.workers[i] = Worker(self._ctx, self._args)
+        self.workers[i] = Worker(self._ctx, self._args, w.gpu)
         self.gate.pids = [x.proc.pid for x in self.workers]
 
 
@@ -231,8 +235,12 @@ def die_with_parent() -> None:
         pass
 
 
-def worker_main(conn: Connection, settings: dict, data: Any | None, plugins: dict) -> None:
+def worker_main(
+    conn: Connection, settings: dict, data: Any | None, plugins: dict, gpu: str | None = None
+) -> None:
     die_with_parent()
+    if gpu is not None:  # before anything creates a CUDA context in this process
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     import torch
 
     for name, factory in plugins.items():

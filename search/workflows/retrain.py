@@ -115,9 +115,9 @@ def train_final(
         loss = got.get("train_loss", got.get("loss", float("nan")))
     else:
         loss = train(model, data.train.x, data.train.y, tc)["loss"]
-    metrics = {"accuracy": accuracy(model, data.val.x, data.val.y), "train_loss": float(loss)}
+    metrics = {"accuracy": accuracy(model, data.val.x, data.val.y, tc), "train_loss": float(loss)}
     if test:
-        metrics["test_accuracy"] = accuracy(model, data.test.x, data.test.y)
+        metrics["test_accuracy"] = accuracy(model, data.test.x, data.test.y, tc)
     return model, {**metrics, "seconds": round(time.time() - t0, 2)}
 
 
