@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from compactnas.cli_retrain import add_start_options
+from compactnas.cli_retrain import add_engine_options, add_start_options, engine_settings
 
 
 def add_parser(sub: Any) -> None:
@@ -55,6 +55,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (default 1)")
     add_start_options(p)
+    add_engine_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_distill)
 
@@ -66,7 +67,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     cfg = DistillConfig(
         top=args.top, seeds=args.seeds, epochs=args.epochs, temperature=args.temperature, alpha=args.alpha,
         teacher=args.teacher, teacher_model=args.teacher_model, teacher_epochs=args.teacher_epochs,
-        threads=args.threads, init=args.init,
+        threads=args.threads, init=args.init, **engine_settings(args),
     )  # fmt: skip
     args.out = str(device_folder(args.out, args.device))
     report = run_distill(args.out, cfg, quiet=args.quiet)

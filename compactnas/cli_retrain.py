@@ -15,7 +15,7 @@ def add_parser(sub: Any) -> None:
         "retrain",
         help="retrain the front's most accurate models from scratch with the final budget",
         description="Train the K most accurate models of a search's front from scratch on the whole "
-        "training split with the search's recipe, for E epochs and S seeds. Weights of each model's best "
+        "training split with the final recipe (--recipe), for E epochs and S seeds. Weights of each model's best "
         "seed go to OUT/retrained/ (found by `compactnas export`), results to OUT/retrained/retrain.json "
         "and to MLflow, nested under the search's run.",
     )
@@ -29,8 +29,38 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (default 1)")
     add_start_options(p)
+    add_engine_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_retrain)
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """How and where the final training runs (retrain and distill)."""
+    from compactnas.search.workflows.retrain import RECIPE_CHOICES
+
+    p.add_argument(
+        "--recipe",
+        default="final",
+        help=f"training recipe: {', '.join(RECIPE_CHOICES)} (default final; search: the search's own)",
+    )
+    p.add_argument(
+        "--train-device",
+        default="auto",
+        help="auto (default: CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps",
+    )
+    p.add_argument(
+        "--precision", default="auto", help="auto (default: AMP on an accelerator), fp32 or amp"
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the training step")
+
+
+def engine_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "recipe": args.recipe,
+        "train_device": args.train_device,
+        "precision": args.precision,
+        "compile": args.compile,
+    }
 
 
 def add_start_options(p: argparse.ArgumentParser) -> None:
@@ -53,8 +83,9 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     from compactnas.search.workflows.retrain import RetrainConfig, run_retrain
 
     cfg = RetrainConfig(
-        top=args.top, epochs=args.epochs, seeds=args.seeds, threads=args.threads, init=args.init
-    )
+        top=args.top, epochs=args.epochs, seeds=args.seeds, threads=args.threads, init=args.init,
+        **engine_settings(args),
+    )  # fmt: skip
     args.out = str(device_folder(args.out, args.device))
     report = run_retrain(args.out, cfg, quiet=args.quiet)
     for m in report["models"]:

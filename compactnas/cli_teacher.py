@@ -31,6 +31,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--force", action="store_true", help="train again even if a cached teacher exists"
     )
+    p.add_argument(
+        "--train-device",
+        default="auto",
+        help="auto (default: CUDA, else MPS, else CPU), cpu, cuda...",
+    )
+    p.add_argument("--precision", default="auto", help="auto (default), fp32 or amp")
     p.set_defaults(func=_cmd_teacher)
 
 
@@ -40,6 +46,7 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
     t = train_teacher(
         args.data, args.out, model=args.model, epochs=args.epochs, lr=args.lr, seed=args.seed,
         resize=args.resize, threads=args.threads, force=args.force,
+        train_device=args.train_device, precision=args.precision,
     )  # fmt: skip
     m = t["metrics"]
     state = "cached" if t["cached"] else "trained"

@@ -45,11 +45,15 @@ class TeacherConfig:
     weight_decay: float = 5e-4
     drop_rate: float = 0.2
     seed: int = 0
+    # where it trains (not part of the cache key: the same teacher, wherever it was trained)
+    train_device: str = "auto"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"teacher epochs must be >= 1, got {self.epochs}")
         check_model_name(self.model)
+        TrainConfig(train_device=self.train_device, precision=self.precision)
 
 
 def check_model_name(name: str) -> None:
@@ -101,6 +105,8 @@ def train_teacher(data: Any, tc: TeacherConfig) -> tuple[nn.Module, dict[str, fl
         batch_size=tc.batch_size,
         weight_decay=tc.weight_decay,
         seed=tc.seed,
+        train_device=tc.train_device,
+        precision=tc.precision,
     )
     train(model, data.train.x, data.train.y, cfg)
     model.eval()

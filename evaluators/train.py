@@ -282,14 +282,14 @@ def _train_on(
     opt = make_optimizer(model, cfg, cfg.lr * lr_scale)
     steps_per_epoch = max(1, math.ceil(len(y) / cfg.batch_size))
     total = epochs * steps_per_epoch
+    # OneCycleLR divides by the length of its warm-up phase (warmup x steps - 1): never let it be 0.
+    pct = cfg.warmup or 1e-9
+    if abs(pct * total - 1) < 1e-6:
+        pct += 0.5 / total
     sched = (
         torch.optim.lr_scheduler.OneCycleLR(
-            opt,
-            max_lr=cfg.lr * lr_scale,
-            total_steps=total,
-            pct_start=cfg.warmup or 1e-9,
-            anneal_strategy="cos",
-        )  # fmt: skip
+            opt, max_lr=cfg.lr * lr_scale, total_steps=total, pct_start=pct, anneal_strategy="cos"
+        )
         if cfg.schedule == "cosine"
         else None
     )

@@ -159,3 +159,30 @@ def test_training_on_cuda_matches_the_cpu(digits):
     ac = accuracy(mc, digits.val.x, digits.val.y, tcc)
     ag = accuracy(mg, digits.val.x, digits.val.y, tcg)
     assert abs(ac - ag) < 0.08, (ac, ag)
+
+
+@pytest.mark.parametrize("warmup", [0.0, 0.1, 0.5])
+def test_any_warmup_share_trains_on_any_number_of_steps(warmup):
+    """One-cycle's warm-up phase is warmup x steps - 1 long: 0.1 of 10 steps must not divide by zero."""
+    torch.manual_seed(0)
+    model = create_model(NET, in_chans=1)
+    x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))
+    for epochs in (1, 2, 5):
+        tc = TrainConfig(epochs=epochs, batch_size=20, warmup=warmup, augment="off")
+        assert torch.isfinite(torch.tensor(train(model, x, y, tc)["loss"]))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["retrain", "--recipe", "fast"], "unknown recipe 'fast'"),
+        (["distill", "--recipe", "fast"], "unknown recipe 'fast'"),
+        (["retrain", "--train-device", "tpu"], "unknown train device 'tpu'"),
+        (["distill", "--precision", "half"], "unknown precision 'half'"),
+    ],
+)
+def test_final_training_options_are_checked_in_one_line(tmp_path, capsys, argv, message):
+    code = main([argv[0], str(tmp_path), *argv[1:]])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err

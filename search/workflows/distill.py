@@ -18,7 +18,7 @@ from typing import Any
 from compactnas.core.data import load_data
 from compactnas.core.errors import ConfigError
 from compactnas.core.files import replacing, write_json_atomic
-from compactnas.evaluators import TrainConfig, accuracy, count_parameters, is_compressed
+from compactnas.evaluators import accuracy, count_parameters, is_compressed
 from compactnas.evaluators.distill import (
     TeacherLogits,
     check_distill_settings,
@@ -28,7 +28,12 @@ from compactnas.evaluators.distill import (
 from compactnas.evaluators.teacher import TeacherConfig, get_teacher, load_teacher
 from compactnas.search.results import load_summary
 from compactnas.search.tracking import Tracker
-from compactnas.search.workflows.retrain import check_init, initial_weights
+from compactnas.search.workflows.retrain import (
+    check_engine,
+    check_init,
+    final_train_config,
+    initial_weights,
+)
 from compactnas.spaces import parse_arch
 from compactnas.spaces.layers import count_params, size_bytes
 
@@ -47,10 +52,14 @@ class DistillConfig:
     teacher_epochs: int = 20
     threads: int = 1
     init: str = "scratch"  # or "inherited": both arms start from a supernet search's weights
+    recipe: str = "final"  # both arms' recipe: a named one, or "search" (the search's own)
+    train_device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
 
     def __post_init__(self) -> None:
-
         check_init(self.init)
+        check_engine(self)
 
         for name in ("top", "seeds", "epochs", "teacher_epochs", "threads"):
             if getattr(self, name) < 1:
@@ -87,8 +96,9 @@ def _teacher(
         path, cached = Path(cfg.teacher).expanduser().resolve(), True
     else:
         tc = TeacherConfig(
-            model=cfg.teacher_model, epochs=cfg.teacher_epochs, seed=search_cfg.get("seed", 0)
-        )
+            model=cfg.teacher_model, epochs=cfg.teacher_epochs, seed=search_cfg.get("seed", 0),
+            train_device=cfg.train_device, precision=cfg.precision,
+        )  # fmt: skip
         model, path, meta, cached = get_teacher(
             data,
             cache_dir=out / "teachers",
@@ -182,13 +192,8 @@ def _distill_one(
     ckpt = out / "distilled" / f"trial_{row.get('trial')}.pt"
     best: tuple[float, Any] | None = None
     for s in range(cfg.seeds):
-        tc = TrainConfig(
-            epochs=cfg.epochs,
-            batch_size=search_cfg.get("batch_size", 64),
-            lr=search_cfg.get("lr", 0.005),
-            optimizer=search_cfg.get("optimizer", "adamw"),
-            weight_decay=search_cfg.get("weight_decay", 5e-4),
-            seed=search_cfg.get("seed", 0) * 1000 + s,
+        tc = final_train_config(
+            search_cfg, epochs=cfg.epochs, seed=search_cfg.get("seed", 0) * 1000 + s, engine=cfg
         )
         for arm, fn in (("distilled", loss_fn), ("baseline", None)):
             model, m = retrain(spec, data, tc, loss_fn=fn, init=init)

@@ -2,7 +2,8 @@
 
 A search ranks candidates by a cheap proxy (few epochs, maybe a subset of the data); what a model
 reaches with a full budget is another number. Each chosen model is trained on the whole training split,
-with the search's recipe, for ``epochs`` epochs and ``seeds`` seeds. The best seed's weights (by
+with the ``final`` recipe (or the search's own, ``recipe="search"``), for ``epochs`` epochs and ``seeds``
+seeds, on ``train_device``. The best seed's weights (by
 validation accuracy) go to OUT/retrained/trial_N.pt in the search's checkpoint format, where
 ``compactnas export`` finds them; OUT/retrained/retrain.json is rewritten after every seed, and each model
 is an MLflow run nested under the search's run. Rerunning with the same settings skips finished models.
@@ -24,6 +25,7 @@ from compactnas.core.errors import ConfigError
 from compactnas.core.files import replacing, write_json_atomic
 from compactnas.evaluators import TrainConfig, accuracy, is_compressed
 from compactnas.evaluators.compression import compress
+from compactnas.evaluators.recipes import RECIPE_KEYS, RECIPES, recipe
 from compactnas.evaluators.train import train
 from compactnas.search.results import load_summary
 from compactnas.search.supernet.training import inherited_model_for
@@ -43,12 +45,29 @@ class RetrainConfig:
     init: str = (
         "scratch"  # or "inherited": a supernet search's models start from the supernet's weights
     )
+    recipe: str = "final"  # a named recipe, or "search": the search's own proxy recipe
+    train_device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("top", "epochs", "seeds", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         check_init(self.init)
+        check_engine(self)
+
+
+RECIPE_CHOICES = ("search", *RECIPES)
+
+
+def check_engine(cfg: Any) -> None:
+    """The recipe and the train device of a final training (retrain, distill), checked before any work."""
+    if cfg.recipe not in RECIPE_CHOICES:
+        raise ConfigError(
+            f"unknown recipe '{cfg.recipe}' (use one of: {', '.join(RECIPE_CHOICES)})"
+        )
+    TrainConfig(train_device=cfg.train_device, precision=cfg.precision)
 
 
 INITS = ("scratch", "inherited")
@@ -81,19 +100,26 @@ def stats(values: list[float]) -> dict[str, Any]:
     }
 
 
-def final_train_config(search_cfg: dict[str, Any], *, epochs: int, seed: int) -> Any:
-    """The search's recipe (optimizer, learning rate, augmentation, ...) with the final budget."""
-
-    d = TrainConfig()
+def final_train_config(
+    search_cfg: dict[str, Any], *, epochs: int, seed: int, engine: Any = None
+) -> TrainConfig:
+    """The final budget with ``engine``'s recipe and train device (a RetrainConfig or DistillConfig; None:
+    the ``final`` recipe on ``auto``). Recipe ``search`` is the search's own settings; the augmentation
+    is always the search's (it depends on the data, not on the budget)."""
+    recipe_name = getattr(engine, "recipe", "final")
+    if recipe_name == "search":
+        d = TrainConfig()
+        settings = {k: search_cfg.get(k, getattr(d, k)) for k in sorted(RECIPE_KEYS)}
+    else:
+        settings = recipe(recipe_name)
     return TrainConfig(
+        **settings,
         epochs=epochs,
-        batch_size=search_cfg.get("batch_size", d.batch_size),
-        lr=search_cfg.get("lr", d.lr),
-        optimizer=search_cfg.get("optimizer", d.optimizer),
-        weight_decay=search_cfg.get("weight_decay", d.weight_decay),
-        label_smoothing=search_cfg.get("label_smoothing", d.label_smoothing),
-        augment=search_cfg.get("augment", d.augment),
+        augment=search_cfg.get("augment", "auto"),
         seed=seed,
+        train_device=getattr(engine, "train_device", "auto"),
+        precision=getattr(engine, "precision", "auto"),
+        compile=getattr(engine, "compile", False),
     )
 
 
@@ -184,7 +210,9 @@ def run_retrain(
         run_id = tracker.start(entry, cfg)
         best = -1.0
         for s in range(cfg.seeds):
-            tc = final_train_config(scfg, epochs=cfg.epochs, seed=scfg.get("seed", 0) * 1000 + s)
+            tc = final_train_config(
+                scfg, epochs=cfg.epochs, seed=scfg.get("seed", 0) * 1000 + s, engine=cfg
+            )
             model, m = train_final(spec, data, tc, init)
             entry["seeds"].append({"seed": tc.seed, **m})
             tracker.seed(run_id, s, m)

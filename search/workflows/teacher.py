@@ -21,6 +21,8 @@ def train_teacher(
     resize: int | None = None,
     threads: int = 1,
     force: bool = False,
+    train_device: str = "auto",
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """The teacher for data source ``data``, trained unless cached under ``cache_dir`` (or ``force``).
 
@@ -36,6 +38,8 @@ def train_teacher(
         epochs=d.epochs if epochs is None else epochs,
         lr=d.lr if lr is None else lr,
         seed=seed,
+        train_device=train_device,
+        precision=precision,
     )
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
