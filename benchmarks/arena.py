@@ -57,6 +57,18 @@ FULL = {
     "trials": 40, "search_epochs": 8, "subset": None, "val_subset": None,
     "final_epochs": 30, "final_subset": None, "seeds": 3,
 }  # fmt: skip
+# Converged: every final model (found and baseline) trained with the final recipe on the whole training
+# split for 30 epochs (where ResNet-8 plateaus: results/recipe_convergence.json), 2 seeds; the search
+# stays a proxy search. Each training is written as it ends, and --resume keeps the search, the
+# retrained models and every baseline seed already measured.
+CONVERGED = {
+    "trials": 24, "search_epochs": 4, "subset": 5000, "val_subset": 1000,
+    "final_epochs": 30, "final_subset": None, "seeds": 2,
+}  # fmt: skip
+CONVERGED_BASELINES = (
+    "resnet8", "resnet10t@s1", "mobilenetv3_small_050@s1", "mobilenetv3_small_075@s1",
+    "mobilenetv2_035@s1", "lcnet_050@s1", "mcunet-in0",
+)  # fmt: skip
 
 
 def slug(source: str) -> str:
@@ -118,10 +130,20 @@ def _train_job(name: str, seed_index: int, recipe: dict[str, Any], mcu_path: str
         name, num_classes=data.num_classes, in_chans=data.input_shape[0], mcu=mcu
     )
     t0 = time.time()
-    loss = train(model, data.train.x, data.train.y, tc)["loss"]
+    curve: list[float] = []
+
+    def report(epoch: int, acc: float) -> bool:  # validation accuracy after each epoch
+        curve.append(round(acc, 4))
+        return False
+
+    loss = train(model, data.train.x, data.train.y, tc, val=(data.val.x, data.val.y),
+                 report=report)["loss"]  # fmt: skip
     return {
         "name": name,
         "seed": tc.seed,
+        "val_curve": curve,
+        # the convergence check: what the last epochs still gained (validation accuracy)
+        "last5_gain": round(curve[-1] - curve[-6], 4) if len(curve) > 5 else None,
         "accuracy": accuracy(model, data.val.x, data.val.y, tc),
         "test_accuracy": accuracy(model, data.test.x, data.test.y, tc),
         "train_loss": float(loss),
@@ -250,6 +272,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="digits, npz:PATH, folder:PATH or cifar10:PATH")
     p.add_argument("--quick", action="store_true", help=f"quick settings {QUICK}")
+    p.add_argument(
+        "--converged",
+        action="store_true",
+        help=f"train to convergence: {CONVERGED}, baselines {','.join(CONVERGED_BASELINES)}",
+    )
     p.add_argument("--trials", type=int)
     p.add_argument("--search-epochs", type=int)
     p.add_argument("--final-epochs", type=int)
@@ -278,7 +305,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
-    s = dict(QUICK if args.quick else FULL)
+    s = dict(CONVERGED if args.converged else QUICK if args.quick else FULL)
     for k in (
         "trials",
         "search_epochs",
@@ -296,8 +323,9 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     return s
 
 
-def run_search_step(args, s, data, resize, work, doc, path) -> dict[str, Any]:
+def run_search_step(args, s, data, resize, work, doc, path, prev=None) -> dict[str, Any]:
     from compactnas.search import SearchConfig, run_search
+    from compactnas.search.results import load_summary
 
     t0 = time.time()
     cfg = SearchConfig(
@@ -305,6 +333,18 @@ def run_search_step(args, s, data, resize, work, doc, path) -> dict[str, Any]:
         subset=s["subset"], val_subset=s["val_subset"], population=max(2, min(8, s["trials"] // 2)), seed=s["seed"],
         out=str(work / "search"), experiment="arena",
     )  # fmt: skip
+    done = work / "search" / "summary.json"
+    if prev and (prev.get("search") or {}).get("config") == cfg.to_dict() and done.is_file():
+        summary = load_summary(work / "search")  # --resume: the same search already ran
+        doc["steps"]["search_s"] = (prev.get("steps") or {}).get("search_s")
+        doc["search"] = prev["search"]
+        say(f"search: kept from the earlier run ({len(summary['pareto'])} front models)")
+        write(path, doc)
+        return summary
+    if (work / "search").exists():
+        import shutil
+
+        shutil.rmtree(work / "search")  # another search's folder: this one starts anew
     result = run_search(cfg, data=data, quiet=True)
     doc["steps"]["search_s"] = round(time.time() - t0, 1)
     doc["search"] = {
@@ -321,7 +361,9 @@ def run_retrain_step(s, data, work, doc, path) -> None:
 
     t0 = time.time()
     front = doc["search"]["front"]
-    cfg = RetrainConfig(top=len(front), epochs=s["final_epochs"], seeds=s["seeds"])
+    cfg = RetrainConfig(
+        top=len(front), epochs=s["final_epochs"], seeds=s["seeds"], threads=s["workers"]
+    )
     report = run_retrain(work / "search", cfg, data=data, quiet=False)
     by_trial = {r["trial"]: r for r in front}
     for m in report["models"]:
@@ -450,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse(argv)
     s = settings_of(args)
-    names = args.baselines.split(",") if args.baselines else all_baselines()
+    default = list(CONVERGED_BASELINES) if args.converged else all_baselines()
+    names = args.baselines.split(",") if args.baselines else default
     unknown = sorted(set(n for n in names) - set(all_baselines()))
     if unknown:
         print(
@@ -468,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     resize = args.resize or (32 if probe.image_size < 32 else None)
     data = load_data(args.data, seed=args.seed, resize=resize) if resize else probe
-    name = slug(args.data)
+    name = slug(args.data) + ("_converged" if args.converged else "")
     path = args.out or ROOT / "results" / f"arena_{name}.json"
     work = args.work or ROOT.parent / "runs" / f"arena_{name}"
     prev = json.loads(path.read_text()) if args.resume and path.is_file() else None
@@ -485,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     say(
         f"search: {s['trials']} trials x {s['search_epochs']} epochs on {data.name} {data.input_shape}"
     )
-    summary = run_search_step(args, s, data, resize, work, doc, path)
+    summary = run_search_step(args, s, data, resize, work, doc, path, prev)
     final = take_subset(data, train=s["final_subset"], seed=args.seed)
     doc["final_train_examples"] = len(final.train)
     say(

@@ -84,15 +84,12 @@ def main(argv: list[str] | None = None) -> int:
             }  # fmt: skip
             res.save()
             print(f"{key}: test {runs[key]['test_accuracy']:.4f} in {seconds:.0f} s", flush=True)
-    summary = {}
-    for name in args.recipes.split(","):
-        accs = [r["test_accuracy"] for k, r in runs.items()
-                if r["recipe"] == name and k.startswith(f"{args.model}/") and r["epochs"] == args.epochs]  # fmt: skip
-        if accs:
-            summary[f"{args.model}/{name}/e{args.epochs}"] = {
-                "mean": round(sum(accs) / len(accs), 4),
-                "runs": accs,
-            }
+    summary: dict[str, dict] = {}  # every recipe measured so far, this run's and earlier ones
+    for r in runs.values():
+        key = f"{args.model}/{r['recipe']}/e{r['epochs']}"
+        summary.setdefault(key, {"runs": []})["runs"].append(r["test_accuracy"])
+    for v in summary.values():
+        v["mean"] = round(sum(v["runs"]) / len(v["runs"]), 4)
     res["summary"] = summary
     res.finish()
     return 0
@@ -100,3 +97,26 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def render(ctx: object) -> list[str]:
+    """The REPORT.md section, from results/recipe_convergence.json (benchmarks/report.py calls it)."""
+    d = ctx.data.get("recipe_convergence")  # type: ignore[attr-defined]
+    out = ["## Training to convergence: the recipes", ""]
+    if not d:
+        return out + ["Not run (no `recipe_convergence.json`).", ""]
+    out.append(
+        f"{d['data'].rsplit('/', 1)[-1]}: trained on {d['train_images']:,} images, tested on "
+        f"{d['test_images']:,} held-out ones; commit {str(d.get('commit', 'unknown'))[:12]}."
+    )
+    out += ["", "| run | test accuracy | last training loss | gain over the last 5 epochs | seconds |",
+            "|---|---|---|---|---|"]  # fmt: skip
+    for key, r in d.get("runs", {}).items():
+        gain = "n/a" if r.get("last5_gain") is None else f"{100 * r['last5_gain']:+.2f} pt"
+        out.append(f"| {key} | {100 * r['test_accuracy']:.2f}% | {r['train_loss']:.3f} | {gain} | "
+                   f"{r['seconds']:.0f} |")  # fmt: skip
+    for key, s in (d.get("summary") or {}).items():
+        out.append(
+            f"\n{key}: mean test accuracy {100 * s['mean']:.2f}% over {len(s['runs'])} seed(s)."
+        )
+    return [*out, ""]

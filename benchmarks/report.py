@@ -38,6 +38,8 @@ from compactnas.core.host import cpu_name  # noqa: E402
 # The report's sections in order: (results file stem, "module:function"), one line each.
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("arena_cifar10_20k", "arena_report:render"),
+    ("recipe_convergence", "recipe_convergence:render"),
+    ("train_speed", "train_speed:render"),
     ("search_quality", "report_sections.search_quality:render"),
     ("compression", "report_sections.teacher:render"),
     ("latency_fidelity", "report_sections.latency:render"),
