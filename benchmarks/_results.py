@@ -2,8 +2,9 @@
 
 ``Results`` is a dict that rewrites its JSON file after every top-level assignment (and on ``save()``,
 for changes inside nested values), through a temporary file and an atomic replace, so a reader never
-sees half a file. ``"complete"`` is false until ``finish()``; benchmarks/report.py renders a partial
-file like any other (a section whose keys are still missing says so in one line).
+sees half a file. Every file carries ``"commit"`` (the checkout's HEAD, ``-dirty`` when tracked
+files had changed) and ``"host"``. ``"complete"`` is false until ``finish()``; benchmarks/report.py
+renders a partial file like any other (a section whose keys are still missing says so in one line).
 """
 
 from __future__ import annotations
@@ -43,15 +44,22 @@ class Results(dict):
             kept = json.loads(self.path.read_text())
         super().__init__({**kept, **(initial or {}), "complete": False})
         super().__setitem__("commit", commit())
-        super().__setitem__("host", {"machine": platform.machine(), "cpus": _cpus()})
+        # A benchmark's own "host" (a dict or a description) is kept: the stamp adds to a dict and
+        # never replaces what the benchmark recorded about the machine.
+        own = (initial or {}).get("host")
+        stamp = {"machine": platform.machine(), "cpus": _cpus()}
+        super().__setitem__("host", {**stamp, **own} if isinstance(own, dict) else own or stamp)
         self.save()
 
     def __setitem__(self, key: str, value: Any) -> None:
+        _own_keys({key: value})
         super().__setitem__(key, value)
         self.save()
 
     def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        super().update(*args, **kwargs)
+        new = dict(*args, **kwargs)
+        _own_keys(new)
+        super().update(new)
         self.save()
 
     def save(self) -> None:
@@ -64,6 +72,15 @@ class Results(dict):
 
     def finish(self) -> None:
         self["complete"] = True
+
+
+def _own_keys(new: dict[str, Any]) -> None:
+    """``"complete"`` is the file's own flag (``finish()`` sets it): a benchmark's value under that name
+    would be overwritten, so it is refused at once."""
+    if "complete" in new and not isinstance(new["complete"], bool):
+        raise KeyError(
+            '"complete" is set by Results.finish(); record the benchmark\'s own under another key'
+        )
 
 
 def _cpus() -> int:

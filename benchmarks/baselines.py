@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import shutil
@@ -34,6 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from compactnas.core.host import cpu_name
+
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent)
+)  # _results beside this file, however started
+from _results import Results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "baselines.json"
 
@@ -483,53 +487,61 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     started = time.time()
     load_start = os.getloadavg()[0]
+    # Written as it measures: the settings now, each seed's run as it ends (Results rewrites the file).
+    result = Results(
+        args.out,
+        {
+            "benchmark": "baselines",
+            "mode": "quick" if args.quick else "full",
+            "settings": {
+                "data": "digits",
+                "resize": args.resize,
+                "seeds": list(range(args.seeds)),
+                "trials": args.trials,
+                "epochs": args.epochs,
+                "long_epochs": args.long_epochs or None,
+                "search": "default SearchConfig (nsga2, mobile space, accuracy/latency/size, host latency)",
+                "baselines": list(baselines),
+                "baseline_creation": "timm.create_model(name, pretrained=False, num_classes=10, in_chans=1)",
+                "baseline_recipe": f"search.candidate.train_config(search config, trial_number={BASELINE_TRIAL}) "
+                "through ProxyEvaluator, as the search trains its candidates",
+                "latency": {
+                    "method": "evaluators.measure_latency_ms, batch 1, 1 thread; median over rounds",
+                    "cross_check": "hw_profiles.measure.time_round_robin, 1 thread, 10th percentile",
+                    "rounds": args.rounds,
+                },
+                "devices": args.devices,
+                "size": "fp32, 4 bytes per parameter (found models: spaces.layers.size_bytes)",
+                "dominance": "found model's test accuracy >= and measured latency <=, one strictly",
+            },
+            "fairness_note": FAIRNESS_NOTE,
+            "machine": {
+                "cpu": cpu_name(),
+                "cores": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "timm": timm.__version__,
+                "optuna": optuna.__version__,
+                "load_avg_start": round(load_start, 2),
+                "load_avg_end": None,
+            },
+            "runs": [],
+            "summary": {},
+            "elapsed_s": None,
+        },
+    )
     work = Path(tempfile.mkdtemp(prefix="cnas-baselines-"))
     try:
-        runs = [run_seed(args, seed, baselines, work) for seed in range(args.seeds)]
+        for seed in range(args.seeds):
+            result["runs"].append(run_seed(args, seed, baselines, work))
+            result["summary"] = summarise(result["runs"])
+            result["elapsed_s"] = round(time.time() - started, 1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result = {
-        "benchmark": "baselines",
-        "mode": "quick" if args.quick else "full",
-        "settings": {
-            "data": "digits",
-            "resize": args.resize,
-            "seeds": list(range(args.seeds)),
-            "trials": args.trials,
-            "epochs": args.epochs,
-            "long_epochs": args.long_epochs or None,
-            "search": "default SearchConfig (nsga2, mobile space, accuracy/latency/size, host latency)",
-            "baselines": list(baselines),
-            "baseline_creation": "timm.create_model(name, pretrained=False, num_classes=10, in_chans=1)",
-            "baseline_recipe": f"search.candidate.train_config(search config, trial_number={BASELINE_TRIAL}) "
-            "through ProxyEvaluator, as the search trains its candidates",
-            "latency": {
-                "method": "evaluators.measure_latency_ms, batch 1, 1 thread; median over rounds",
-                "cross_check": "hw_profiles.measure.time_round_robin, 1 thread, 10th percentile",
-                "rounds": args.rounds,
-            },
-            "devices": args.devices,
-            "size": "fp32, 4 bytes per parameter (found models: spaces.layers.size_bytes)",
-            "dominance": "found model's test accuracy >= and measured latency <=, one strictly",
-        },
-        "fairness_note": FAIRNESS_NOTE,
-        "machine": {
-            "cpu": cpu_name(),
-            "cores": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "timm": timm.__version__,
-            "optuna": optuna.__version__,
-            "load_avg_start": round(load_start, 2),
-            "load_avg_end": round(os.getloadavg()[0], 2),
-        },
-        "runs": runs,
-        "summary": summarise(runs),
-        "elapsed_s": round(time.time() - started, 1),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    result["machine"]["load_avg_end"] = round(os.getloadavg()[0], 2)
+    result["elapsed_s"] = round(time.time() - started, 1)
+    result.finish()
     for name, s in result["summary"].items():
         say(f"{name}: dominated in {s['dominated']}/{s['seeds']} seed(s)")
     say(f"wrote {args.out} in {result['elapsed_s']:.0f} s")

@@ -29,21 +29,21 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent)
+)  # _results beside this file, however started
+from _results import Results  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results" / "parallel_workers.json"
 PROBE_EVERY_S = 2.0
 FIXED = "stem_k3_s1_c16-ir_r2_k3_s1_e4_c24-ir_r2_k5_s2_e4_c32_se0.25-head_c64"
-
-
-def _write(path: Path, record: dict) -> None:
-    from compactnas.core.files import write_json_atomic
-
-    write_json_atomic(path, record)
 
 
 def _probe_main(conn: Any) -> None:
@@ -203,38 +203,35 @@ def main(argv: list[str] | None = None) -> dict:
     trials = args.trials or (12 if args.quick else 24)
     epochs = args.epochs or (2 if args.quick else SearchConfig().epochs)
     default_workers = os.cpu_count() or 1
-    record: dict[str, Any] = {
+    # Written as each measurement ends (Results rewrites the file on every assignment).
+    record = Results(args.out, {
         "quick": args.quick, "trials": trials, "epochs": epochs, "data": "digits",
         "fixed_arch": FIXED, "cpu_count": default_workers, "host": platform.node(),
         "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }  # fmt: skip
+    })  # fmt: skip
     started = time.time()
     probe = Prober()
     for _ in range(2):  # warm-up: the first calls after start run slow
         probe.measure()
     alone = _alone(probe, args.repeats or 10)
     record["latency_alone"] = _stats(alone)
-    _write(args.out, record)
     root = Path(tempfile.mkdtemp(prefix="parallel-workers-"))
     try:
         record["one_worker"] = _search(root / "one", trials, epochs, 1)
-        _write(args.out, record)
         record["default_workers"] = _search(root / "default", trials, epochs, default_workers)
-        _write(args.out, record)
         # The default sampler proposes from results, so with several workers it proposes other
         # (larger or smaller) candidates than with one; random search proposes the same ones.
-        record["same_candidates"] = {
-            str(n): _search(root / f"random{n}", trials, epochs, n, sampler="random")
-            for n in (1, default_workers)
-        }
-        _write(args.out, record)
+        record["same_candidates"] = {}
+        for n in (1, default_workers):
+            record["same_candidates"][str(n)] = _search(
+                root / f"random{n}", trials, epochs, n, sampler="random"
+            )
+            record.save()  # a change inside a value: written here
         # Timing probes pause the workers, so they run in a search of their own.
         probed = _search(root / "probed", trials, epochs, default_workers, _time_during(probe))
         record["during_search"] = probed
-        _write(args.out, record)
         alone += _alone(probe, args.repeats or 10)
         record["latency_alone"] = _stats(alone)
-        _write(args.out, record)
     finally:
         probe.close()
         shutil.rmtree(root, ignore_errors=True)
@@ -258,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     record["load_avg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     record["elapsed_s"] = time.time() - started
-    _write(args.out, record)
+    record.finish()
     print(
         json.dumps(
             {

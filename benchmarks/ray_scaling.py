@@ -84,7 +84,8 @@ def _compare(runs: dict[str, dict], trials: int) -> dict:
     """Wall times of the runs so far, and the ratios whose runs are both done."""
     out: dict = {
         "wall_s": {k: round(v["wall_s"], 2) for k, v in runs.items()},
-        "complete": {k: v["n_complete"] for k, v in runs.items()},
+        # Trials completed per run ("complete" is the file's own flag, set by Results.finish()).
+        "completed_trials": {k: v["n_complete"] for k, v in runs.items()},
     }
     if "ray_1" in runs:
         out["ray_overhead_per_trial_s"] = (

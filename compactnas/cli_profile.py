@@ -98,9 +98,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     cal.add_argument("--measurements", required=True, type=Path,
                      help="CSV with columns arch,ms (our strings or NAS-Bench-201 notation)")  # fmt: skip
     _add_shape(cal)
-    cal.add_argument("--method", choices=("linear", "roofline"), default="linear",
+    cal.add_argument("--method", choices=("linear", "roofline", "transfer"), default="linear",
                      help="linear: few per-kind costs, regularised (default; 10-20 rows suffice); "
-                     "roofline: every roofline coefficient free")  # fmt: skip
+                     "roofline: every roofline coefficient free; transfer: from 23 measured devices "
+                     "and these rows, the best candidate by leave-one-out (for a device unlike the "
+                     "base)")  # fmt: skip
     cal.add_argument("--dead-code", choices=("keep", "auto", "on", "off"), default="keep",
                      help="whether the runtime drops operators that never reach the output: keep the base "
                      "profile's statement (default), on, off, or auto (the better fit; for a base that "

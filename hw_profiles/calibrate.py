@@ -20,7 +20,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from compactnas.core.errors import CompactnasError, ConfigError, DataError
-from compactnas.hw_profiles import analysis
+from compactnas.hw_profiles import analysis, transfer
 from compactnas.hw_profiles.fit_linear import fit_linear
 from compactnas.hw_profiles.models import create_latency_model
 from compactnas.hw_profiles.profile import OP_KINDS, PRECISIONS, DeviceProfile
@@ -30,6 +30,34 @@ from compactnas.hw_profiles.units import network_units
 from compactnas.spaces.arch import ArchSpec, parse_arch
 
 DEAD_CODE = ("keep", "auto", "on", "off")
+METHODS = ("linear", "roofline", "transfer")
+
+
+def _fit_transfer(
+    profile: DeviceProfile,
+    specs: list[ArchSpec],
+    y: np.ndarray,
+    shape: tuple[int, int, int],
+    num_classes: int,
+) -> tuple[DeviceProfile, dict[str, Any]]:
+    if len(y) < 4:
+        raise DataError(f"--method transfer needs at least 4 measurements, got {len(y)}")
+    x = transfer.feature_matrix(specs, shape, num_classes)
+    sources = transfer.load_sources(cells=transfer.has_cells(x))
+    cal = transfer.calibrate_transfer(x, y, sources)
+    fitted = replace(
+        profile, model="features", coefficients=transfer.named_coefficients(cal.coefficients)
+    )
+    coeffs = {
+        f"coefficients.{k}": {"before": 0.0, "after": v} for k, v in fitted.coefficients.items()
+    }
+    return fitted, {
+        "method": "transfer",
+        "chosen": cal.method,
+        "source_devices": cal.source,
+        "leave_one_out": cal.scores,
+        "coefficients": coeffs,
+    }
 
 
 def read_measurements(source: str | Path | pd.DataFrame) -> tuple[list[ArchSpec], np.ndarray, str]:
@@ -215,7 +243,12 @@ def calibrate(
 
     ``method`` for an analytic profile: ``linear`` (hw_profiles/fit_linear.py: per-kind costs that add
     up, a handful of coefficients, regularised towards the base; what 10-20 measurements support) or
-    ``roofline`` (the base's own max(compute, memory) form, every coefficient free; needs more data).
+    ``roofline`` (the base's own max(compute, memory) form, every coefficient free; needs more data), or
+    ``transfer`` (hw_profiles/transfer.py: the device described from 23 measured devices' tables and
+    the measurements, the candidate that predicts the measurements best in leave-one-out kept; a
+    ``features`` profile that keeps the base's memory, energy and runtime). Left out of the tables it
+    was built from, ``transfer`` ranks NAS-Bench-201 cells on each of the 23 devices at least as well as
+    FLOPs from 20 measurements (benchmarks/device_transfer.py).
 
     ``dead_code``: whether the runtime drops operators whose results never reach the output. ``keep``
     (default) takes the base profile's statement, a fact about its runtime; ``on``/``off`` set it;
@@ -224,8 +257,8 @@ def calibrate(
     measurements of a Raspberry Pi 4 picked the wrong answer for one seed in four, and its ranking
     fell from 0.96 to 0.86-0.90 when it did.
     """
-    if method not in ("linear", "roofline"):
-        raise ConfigError(f"unknown calibration method '{method}' (use linear or roofline)")
+    if method not in METHODS:
+        raise ConfigError(f"unknown calibration method '{method}' (use {', '.join(METHODS)})")
     if dead_code not in DEAD_CODE:
         raise ConfigError(f"unknown dead_code '{dead_code}' (use {', '.join(DEAD_CODE)})")
     profile = load_profile(profile)
@@ -235,7 +268,9 @@ def calibrate(
     shape = tuple(int(d) for d in input_shape)
     old_model = create_latency_model(profile, num_classes=num_classes)
     before = np.array([old_model.predict_ms(s, shape, num_classes=num_classes) for s in specs])
-    if profile.model == "table":
+    if method == "transfer":
+        fitted, details = _fit_transfer(profile, specs, y, shape, num_classes)
+    elif profile.model == "table":
         fitted, details = _fit_table(profile, specs, y, shape)
     elif method == "linear":
         dc = None if dead_code == "auto" else profile.dead_code
@@ -257,6 +292,13 @@ def calibrate(
     if details.get("method") == "linear":
         for field in ("efficiency", "throughput", "bandwidth", "combine", "dead_code"):
             sources[field] = note
+    if details.get("method") == "transfer":
+        sources = {k: v for k, v in sources.items() if not k.startswith("coefficients.")}
+        sources["coefficients"] = (
+            f"{note}; candidate '{details['chosen']}' chosen by leave-one-out, source devices: "
+            f"{details['source_devices'] or 'none'} (hw_profiles/sources/nb201_devices.json: NAS-Bench-201 "
+            "latency tables of HW-NAS-Bench and BRP-NAS)"
+        )
     fitted = replace(
         fitted,
         name=name,

@@ -10,7 +10,7 @@ import abc
 from functools import lru_cache
 
 from compactnas.core.errors import ConfigError, DataError
-from compactnas.hw_profiles import analysis
+from compactnas.hw_profiles import analysis, transfer
 from compactnas.hw_profiles.memory_plan import arena_bytes
 from compactnas.hw_profiles.profile import DeviceProfile
 from compactnas.hw_profiles.units import Unit, build_unit, network_units
@@ -212,4 +212,22 @@ def create_latency_model(
     profile = load_profile(profile_or_name)
     if profile.model == "table":
         return TableModel(profile, num_classes=num_classes, on_missing=on_missing)
+    if profile.model == "features":
+        return FeatureModel(profile, num_classes=num_classes)
     return RooflineModel(profile, num_classes=num_classes)
+
+
+class FeatureModel(LatencyModel):
+    """Milliseconds as a weighted sum of the network's features (hw_profiles/transfer.py): what
+    ``profile calibrate --method transfer`` fits from a few measurements and other devices' tables."""
+
+    def __init__(self, profile: DeviceProfile, *, num_classes: int = 10):
+        super().__init__(profile, num_classes=num_classes)
+        self._c = transfer.coefficient_vector(profile.coefficients or {})
+
+    def predict_ms(
+        self, spec: ArchSpec | str, input_shape, *, num_classes: int | None = None
+    ) -> float:
+        x = transfer.features(spec, _shape(input_shape), num_classes or self.num_classes)
+        # A fitted constant may be negative: no network takes less than a microsecond.
+        return max(float(x @ self._c), 1e-3)

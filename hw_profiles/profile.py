@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 KINDS = ("cpu", "gpu", "mcu", "npu")
-MODELS = ("roofline", "table")
+MODELS = ("roofline", "table", "features")
 PRECISIONS = ("int4", "int8", "fp16", "fp32")  # lowest first: the fallback order
 OP_KINDS = ("conv", "pwconv", "dwconv", "linear")  # compute-bound: efficiency = share of peak MAC/s
 # Memory-bound operators: efficiency = achieved share of ``bandwidth`` (may exceed 1 where caches help).
@@ -26,7 +26,7 @@ MEMORY_KEYS = ("sram_kb", "flash_kb", "runtime_sram_kb", "code_flash_kb", "plann
 TOP_KEYS = {
     "name", "kind", "model", "version", "description", "throughput", "bandwidth", "layer_overhead_ms",
     "network_overhead_ms", "efficiency", "memory", "energy", "sources", "table", "measurement",
-    "calibrated_from", "combine", "dead_code", "runtime",
+    "calibrated_from", "combine", "dead_code", "runtime", "coefficients",
 }  # fmt: skip
 
 
@@ -98,6 +98,8 @@ class DeviceProfile:
     combine: str = "max"
     # The runtime drops operators whose results never reach the output (graph dead-code elimination).
     dead_code: bool = False
+    # model "features": milliseconds per unit of each network feature (hw_profiles/transfer.py)
+    coefficients: Mapping[str, float] | None = None
 
     def supported(self, precision: str) -> str:
         """The precision a layer actually runs at: the requested one or the next higher supported one."""
@@ -148,6 +150,8 @@ class DeviceProfile:
         out["sources"] = dict(self.sources)
         if self.table is not None:
             out["table"] = dict(sorted(self.table.items()))
+        if self.coefficients is not None:
+            out["coefficients"] = dict(self.coefficients)
         return out
 
     def to_json(self) -> str:

@@ -27,6 +27,7 @@ from compactnas.hw_profiles.profile import (
     MemoryLimits,
 )
 from compactnas.hw_profiles.runtimes import RUNTIMES
+from compactnas.hw_profiles.transfer import FEATURES
 
 
 class _Checker:
@@ -250,6 +251,14 @@ def profile_from_dict(doc: Any, *, label: str) -> DeviceProfile:
             c.fail(path, f"has no citation in 'sources' (add sources['{path}'])")
     if model == "table" and "table" not in sources:
         c.fail("table", "has no citation in 'sources' (say what was measured and how)")
+    coefficients = None
+    if model == "features":
+        co = c.section(doc, "coefficients", hint=" (a features model needs its coefficients)")
+        coefficients = {}
+        for k in co:
+            if k not in FEATURES:
+                c.fail(f"coefficients.{k}", f"unknown feature (known: {', '.join(FEATURES)})")
+            coefficients[k] = c.signed(co, k, f"coefficients.{k}")
 
     runtime = c.text(doc, "runtime", "runtime", required=False) or ""
     if runtime and runtime not in RUNTIMES:
@@ -276,6 +285,7 @@ def profile_from_dict(doc: Any, *, label: str) -> DeviceProfile:
         calibrated_from=c.text(doc, "calibrated_from", "calibrated_from", required=False) or None,
         combine=c.choice(doc, "combine", "combine", COMBINES, default="max"),
         dead_code=dead_code,
+        coefficients=coefficients,
     )
 
 

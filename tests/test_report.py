@@ -200,6 +200,27 @@ def test_results_are_on_disk_after_every_assignment(tmp_path):
     assert results.Results(path, {"benchmark": "x"}).get("runs") is None  # without resume: anew
 
 
+def test_results_keep_the_benchmarks_host_and_refuse_its_own_complete(tmp_path):
+    results = _load("_results")
+    res = results.Results(tmp_path / "a.json", {"host": {"torch": "2"}})
+    assert res["host"]["torch"] == "2" and "machine" in res["host"]  # stamp added, nothing lost
+    assert results.Results(tmp_path / "b.json", {"host": "a CPU"})["host"] == "a CPU"
+    with pytest.raises(KeyError):  # ray_scaling's counts once went there, and finish() ate them
+        res.update(complete={"local": 16})
+    res.finish()
+    assert json.loads((tmp_path / "a.json").read_text())["complete"] is True
+
+
+def test_ray_section_reads_completed_trials_and_the_older_complete_key(tmp_path, report):
+    results = tmp_path / "r"
+    results.mkdir()
+    for key, value in (("completed_trials", 7), ("complete", 9)):
+        doc = {"wall_s": {"local": 1.0}, key: {"local": value}}
+        (results / "ray_scaling.json").write_text(json.dumps({**doc, "commit": "c"}))
+        assert report.main(["--results", str(results), "--out", str(tmp_path / "R.md")]) == 0
+        assert f"| local | 1.0 | {value} |" in (tmp_path / "R.md").read_text()
+
+
 def test_report_sections_are_one_line_each(report):
     """Every section named in SECTIONS resolves to a function, and each results file is loaded."""
     assert report.SECTIONS

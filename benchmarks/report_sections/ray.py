@@ -12,7 +12,9 @@ def render(ctx: Ctx) -> list[str]:
         return out + ["Not run (no `ray_scaling.json`).", ""]
     out += [settings_line(d.get("settings")), ""]
     wall = d.get("wall_s", {})
-    complete = d.get("complete", {})
+    complete = d.get("completed_trials")
+    if complete is None:  # files written before the key was renamed: "complete" held the counts
+        complete = d["complete"] if isinstance(d.get("complete"), dict) else {}
     if wall:
         out += table(
             ["run", "wall time (s)", "completed trials"],
