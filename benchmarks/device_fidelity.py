@@ -23,6 +23,9 @@ profiles predict every row they cover.
 ``--write-mcu-profiles DIR`` writes those profiles (how hw_profiles/data/stm32*-*.json were made).
 
 Results go to benchmarks/results/device_fidelity.json, rewritten after every device and seed.
+
+``--leave-one-out`` runs benchmarks/device_transfer.py instead (its flags follow): each of the 23 public
+device configurations calibrated from 20 cells with the other 22 as sources, never its own table.
 """
 
 from __future__ import annotations
@@ -385,6 +388,12 @@ def selection_text(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--leave-one-out" in argv:  # each device calibrated without its own table: device_transfer.py
+        sys.path.insert(0, str(HERE))
+        import device_transfer
+
+        return device_transfer.main([a for a in argv if a != "--leave-one-out"])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nb201", type=Path, default=DEFAULT_NB201)
     ap.add_argument("--mcu", type=Path, default=DEFAULT_MCU)
