@@ -40,6 +40,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("arena_cifar10_20k", "arena_report:render"),
     ("recipe_convergence", "recipe_convergence:render"),
     ("train_speed", "train_speed:render"),
+    ("device_transfer", "device_transfer:render"),
     ("search_quality", "report_sections.search_quality:render"),
     ("compression", "report_sections.teacher:render"),
     ("latency_fidelity", "report_sections.latency:render"),
