@@ -176,6 +176,9 @@ def run_nb201(path: Path, args: argparse.Namespace, doc: dict, out: Path) -> Non
                                "macs_all": {"spearman": float(stats.spearmanr(macs, y).statistic)}}  # fmt: skip
         pred0 = predict_all(base, terms)
         dev["before"] = scores(pred0, y)
+        dev["cut_off"] = {"cells": int(dead.sum()), "measured_ms_min": float(y[dead].min(initial=np.inf)),
+                          "measured_ms_max": float(y[dead].max(initial=0.0)),
+                          "predicted_ms_median": float(np.median(pred0[dead])) if dead.any() else None}  # fmt: skip
         # The model the search uses must agree with the vectorised predictions here.
         check = create_latency_model(base, num_classes=CLASSES)
         assert abs(check.predict_ms(parse_nb201_string(df.arch[0]), SHAPE) - pred0[0]) < 1e-9
@@ -389,7 +392,9 @@ def selection_text(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if "--leave-one-out" in argv:  # each device calibrated without its own table: device_transfer.py
+    if (
+        "--leave-one-out" in argv
+    ):  # each device calibrated without its own table: device_transfer.py
         sys.path.insert(0, str(HERE))
         import device_transfer
 
@@ -510,17 +515,23 @@ def report_section(data: dict | None, results: Path, rel: Any) -> list[str]:
                        f"{m['mape']['mean']:.1f} | {m['within_10pct']['mean']:.0%} |")  # fmt: skip
         for who, v in d["published"].items():
             out.append(f"| {name} | {who}, published | {v:.3f} | | | |")
-    out += ["", "Notes: MAPE on raspi4/pixel3 is dominated by the 341 cells cut off from their input (only `none` "
-            "paths): the model predicts what dead-code elimination leaves (about 0.01 ms), which matches about half "
-            "of them; the others were measured at 0.1-34 ms, which no rule over the cell explains. The prior "
-            "weight of the fit (hw_profiles/fit_linear.py) was chosen on this same table (three values tried). "
-            "Our MACs rank slightly better than the published FLOPs figures (counting differs), both are shown. "
-            "Two choices were made on this same table, looking at raspi4 over 10 seeds: cells cut off from "
-            "their input are never chosen for calibration (one of them, measured at 0.1-7.5 ms against about 0.01 "
-            "ms predicted, pulled the fit's overheads in 3 of 5 seeds), and the fit keeps the base profile's "
-            "dead-code statement instead of choosing by its fit to the 10-20 cells (which chose wrong for about "
-            "one seed in four, each time ranking 0.86-0.92). Prior weights from 1e-3 to 1 changed no worst seed by "
-            "more than 0.003. `--include-cut-off` and `--dead-code auto` give the former behaviour.", ""]  # fmt: skip
+    cut = next((d["cut_off"] for d in nb["devices"].values() if d.get("cut_off")), None)
+    cut_text = (
+        f"MAPE on raspi4/pixel3 is dominated by the {cut['cells']} cells cut off from their input (only "
+        f"`none` paths), measured at {cut['measured_ms_min']:.2g}-{cut['measured_ms_max']:.2g} ms on the "
+        f"first device against a median {cut['predicted_ms_median']:.2g} ms predicted (what dead-code "
+        "elimination leaves); no rule over the cell explains those measurements. "
+        if cut and cut.get("predicted_ms_median") is not None
+        else "MAPE on raspi4/pixel3 is dominated by the cells cut off from their input (only `none` "
+        "paths), whose measurements no rule over the cell explains. "
+    )
+    out += ["", "Notes: " + cut_text + "Three choices were made on this same table, so these figures are "
+            "not those of a device never seen (benchmarks/device_transfer.py gives those): the prior weight of "
+            "the fit (hw_profiles/fit_linear.py), that cells cut off from their input are never chosen for "
+            "calibration, and that the fit keeps the base profile's dead-code statement instead of choosing by "
+            "its fit to the 10-20 cells. Our MACs rank better than the published FLOPs figures (counting "
+            "differs); both are shown. `--include-cut-off` and `--dead-code auto` give the former behaviour.",
+            ""]  # fmt: skip
     png = results / "device_fidelity.png"
     if plot(data, png):
         out += [rel(png, "predicted against measured latency per device"), ""]
