@@ -392,9 +392,8 @@ def selection_text(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if (
-        "--leave-one-out" in argv
-    ):  # each device calibrated without its own table: device_transfer.py
+    # Each device calibrated without its own table: benchmarks/device_transfer.py does that.
+    if "--leave-one-out" in argv:
         sys.path.insert(0, str(HERE))
         import device_transfer
 

@@ -130,6 +130,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     val.add_argument("--rounds", type=_positive, default=7)
     val.add_argument("--json", action="store_true", help="print the result as JSON")
 
+    kit = sub.add_parser(
+        "kit",
+        help="probe models, a stand-alone runner and a CSV template to measure your own board",
+        description="Write N probe models of a space, chosen to spread over what makes latency differ, "
+        "a runner script that times them on the device with nothing of compactnas installed "
+        "(onnxruntime or the LiteRT interpreter), and measured.csv for `profile calibrate`.",
+    )
+    kit.add_argument("--space", default="mobile")
+    kit.add_argument("--n", type=_positive, default=20, help="probes (default 20)")
+    kit.add_argument("--format", dest="fmt", choices=("onnx", "tflite"), default="onnx")
+    kit.add_argument("--out", type=Path, required=True, metavar="DIR")
+    kit.add_argument("--seed", type=_nonneg, default=0)
+    _add_shape(kit)
+
     pre = sub.add_parser(
         "predict", help="predicted latency (and memory, energy) of one architecture"
     )
@@ -291,6 +305,27 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_kit(args: argparse.Namespace) -> int:
+    from compactnas.hw_profiles.kit import write_kit
+
+    writer = None
+    if args.fmt == "tflite":
+        from compactnas.search.export import edge
+        from compactnas.search.export.litert import write_tflite
+
+        edge.require("tflite")
+        writer = write_tflite
+    shape = _shape(args)
+    got = write_kit(args.out, space=args.space, n=args.n, fmt=args.fmt, input_shape=shape,
+                    num_classes=args.num_classes, seed=args.seed, writer=writer)  # fmt: skip
+    folder = got["folder"]
+    print(f"wrote {got['probes']} {got['format']} probes of '{args.space}' to {folder}")
+    print(f"on the device:  python {folder}/run_probes.py   (writes {folder}/measured.csv)")
+    print(f"then:           compactnas profile calibrate --base BASE --name MYBOARD --measurements "
+          f"{folder}/measured.csv --method transfer --input {got['input']} --classes {got['num_classes']}")  # fmt: skip
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from compactnas.hw_profiles import predict
 
@@ -316,6 +351,7 @@ _COMMANDS = {
     "show": _cmd_show,
     "build": _cmd_build,
     "calibrate": _cmd_calibrate,
+    "kit": _cmd_kit,
     "validate": _cmd_validate,
     "predict": _cmd_predict,
 }

@@ -119,3 +119,35 @@ def test_too_few_measurements_for_transfer_is_one_line(tmp_path):
     with pytest.raises(DataError, match="at least 4 measurements"):
         calibrate("rpi4", tmp_path / "m.csv", input_shape=CELL_SHAPE, num_classes=100,
                   method="transfer")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_measurement_kit_round_trips_on_this_host(tmp_path, capsys):
+    """profile kit -> its stand-alone runner (onnxruntime, here) -> profile calibrate -> profile validate
+    on 20 other probes timed by a second kit's runner (the same runtime)."""
+    import subprocess
+    import sys
+
+    shape = ["--input", "3x32x32", "--classes", "10"]
+    for folder, seed in (("kit", "0"), ("check", "7")):
+        assert main(["profile", "kit", "--space", "mobile", "--n", "20", "--seed", seed,
+                     "--out", str(tmp_path / folder), *shape]) == 0  # fmt: skip
+        assert len(list((tmp_path / folder / "models").glob("probe_*.onnx"))) == 20
+        template = pd.read_csv(tmp_path / folder / "measured.csv")
+        assert len(template) == 20 and template["ms"].isna().all()  # filled by the runner only
+        # The runner needs nothing of compactnas: run it from its own folder with -I (isolated mode).
+        subprocess.run([sys.executable, "-I", str(tmp_path / folder / "run_probes.py"), "--repeats", "15"],
+                       cwd=tmp_path / folder, check=True, capture_output=True, timeout=300)  # fmt: skip
+        measured = pd.read_csv(tmp_path / folder / "measured.csv")
+        assert len(measured) == 20 and (measured["ms"] > 0).all()
+    capsys.readouterr()
+    assert main(["profile", "calibrate", "--base", "rpi4", "--name", "myboard", "--measurements",
+                 str(tmp_path / "kit" / "measured.csv"), "--method", "transfer", *shape]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["profile", "validate", "--name", "myboard", "--measurements",
+                 str(tmp_path / "check" / "measured.csv"), "--json", *shape]) == 0  # fmt: skip
+    got = json.loads(capsys.readouterr().out)
+    assert got["n"] == 20 and got["model"]["spearman"] > 0.5, got["model"]
+    assert (
+        main(["profile", "kit", "--out", str(tmp_path / "kit"), *shape]) == 2
+    )  # a kit is never overwritten
