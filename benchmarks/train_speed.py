@@ -36,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from compactnas.evaluators import TrainConfig  # noqa: E402
 from compactnas.evaluators.device import autocast, resolve_precision  # noqa: E402
-from compactnas.evaluators.train import augment_batch, make_optimizer  # noqa: E402
+from compactnas.evaluators.train import augment_batch, backward_step, make_optimizer  # noqa: E402
 from compactnas.spaces import create_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -101,14 +101,7 @@ def time_training(name: str, mode: str, dev: torch.device, batch: int, steps: in
         xb = augment_batch(x[sl], "crop-flip", gen).contiguous(memory_format=torch.channels_last)
         with autocast(dev, prec):
             loss = F.cross_entropy(run(xb).float(), y[sl])
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        backward_step(loss, opt, scaler)  # the engine's own step
 
     t0 = time.perf_counter()
     for i in range(3):  # warm-up; for a compiled model, the compilation

@@ -229,6 +229,20 @@ class _Ema:
             self.avg[k] = tmp
 
 
+def backward_step(
+    loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
+) -> None:
+    """Gradients of ``loss`` and one optimizer step, through the fp16 gradient scaler when there is one."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
+
+
 def train(
     model: nn.Module,
     x: torch.Tensor,
@@ -320,14 +334,7 @@ def _train_on(
                     loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
             if check_each_step and not torch.isfinite(loss):
                 raise TrialDiverged(f"loss became {loss.item()} at epoch {epoch}")
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
+            backward_step(loss, opt, scaler)
             if sched is not None:
                 sched.step()
             if ema is not None:

@@ -14,9 +14,8 @@ import yaml
 from compactnas.core.errors import ConfigError
 from compactnas.core.onnx_runtime import HOST_RUNTIMES
 from compactnas.evaluators import list_evaluators
-from compactnas.evaluators.device import check_train_device
 from compactnas.evaluators.recipes import RECIPES, with_recipe
-from compactnas.evaluators.train import AUGMENTS, OPTIMIZERS, PRECISIONS
+from compactnas.evaluators.train import TrainConfig
 from compactnas.search.strategies import parse_strategy
 
 BACKENDS = ("local", "ray")
@@ -106,29 +105,15 @@ class SearchConfig:
         parse_strategy(self.sampler)  # the strategies' registry is the one list of names
         if self.recipe not in RECIPES:
             raise ConfigError(f"unknown recipe '{self.recipe}' (use one of: {', '.join(RECIPES)})")
-        check_train_device(self.train_device)
-        if self.precision not in PRECISIONS:
-            raise ConfigError(
-                f"unknown precision '{self.precision}' (use one of: {', '.join(PRECISIONS)})"
-            )
-        if not 0.0 <= self.warmup < 1.0:
-            raise ConfigError(f"warmup must be in [0, 1), got {self.warmup}")
-        if not 0.0 <= self.ema < 1.0:
-            raise ConfigError(f"ema must be in [0, 1) (0: off), got {self.ema}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(
-                f"unknown optimizer '{self.optimizer}' (use one of: {', '.join(OPTIMIZERS)})"
-            )
-        if self.augment not in AUGMENTS:
-            raise ConfigError(
-                f"unknown augmentation '{self.augment}' (use one of: {', '.join(AUGMENTS)})"
-            )
+        # The training settings are checked where they are used: TrainConfig says what is wrong.
+        TrainConfig(
+            optimizer=self.optimizer, augment=self.augment, label_smoothing=self.label_smoothing,
+            warmup=self.warmup, ema=self.ema, train_device=self.train_device, precision=self.precision,
+        )  # fmt: skip
         if self.host_runtime not in HOST_RUNTIMES:
             raise ConfigError(
                 f"unknown host runtime '{self.host_runtime}' (use one of: {', '.join(HOST_RUNTIMES)})"
             )
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         for name in ("subset", "val_subset"):
             v = getattr(self, name)
             if v is not None and v < 2:
