@@ -15,6 +15,17 @@ from typing import Any
 from torch import nn
 
 from compactnas.core.errors import ConfigError
+from compactnas.evaluators.clustering import (
+    attach_placeholders,
+    cluster,
+    coded_size_bytes,
+    fix_zeros,
+    is_coded,
+    mask_again,
+    sparsify,
+    spec_coding,
+    zero_masks,
+)
 from compactnas.evaluators.proxy import trained_metrics
 from compactnas.evaluators.pruning import IMPORTANCE, check_pruned, prune_structured
 from compactnas.evaluators.quantization import (
@@ -41,6 +52,8 @@ class CompressionConfig:
 
     prune_steps: int = 2
     prune_share: float = 0.4
+    sparse_steps: int = 3
+    sparse_share: float = 0.3
     qat_share: float = 0.2
     prune_lr_scale: float = 0.5
     qat_lr_scale: float = 0.2
@@ -48,13 +61,16 @@ class CompressionConfig:
     calibration_batches: int = 4
 
     def __post_init__(self) -> None:
-        if self.prune_steps < 1:
-            raise ConfigError(f"prune_steps must be >= 1, got {self.prune_steps}")
-        for name in ("prune_share", "qat_share"):
+        for name in ("prune_steps", "sparse_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("prune_share", "sparse_share", "qat_share"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.prune_share + self.qat_share >= 1.0:
             raise ConfigError("prune_share + qat_share must leave epochs for dense training")
+        if self.sparse_share + self.qat_share >= 1.0:
+            raise ConfigError("sparse_share + qat_share must leave epochs for dense training")
         for name in ("prune_lr_scale", "qat_lr_scale"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)}")
@@ -75,30 +91,55 @@ def is_quantized(spec: ArchSpec) -> bool:
     return any(p.wbits < 32 or p.abits < 32 for p in parts)
 
 
+def is_sparse(spec: ArchSpec) -> bool:
+    return any(p.sparsity > 0 for p in (spec.stem, *spec.stages, spec.head))
+
+
+def is_clustered(spec: ArchSpec) -> bool:
+    return any(p.clusters > 0 for p in (spec.stem, *spec.stages, spec.head))
+
+
 def is_compressed(spec: ArchSpec | str) -> bool:
     spec = as_spec(spec)
-    return is_pruned(spec) or is_quantized(spec)
+    return is_pruned(spec) or is_quantized(spec) or is_coded(spec)
+
+
+MAX_COMPRESSION_SHARE = 0.7
 
 
 @dataclass(frozen=True, kw_only=True)
 class EpochPlan:
     dense: int
-    prune: tuple[int, ...]  # fine-tuning epochs after each pruning step
-    qat: int
+    prune: tuple[int, ...]  # fine-tuning epochs after each structured pruning step
+    qat: int  # the last phase: QAT and the codebooks' fine-tuning
+    sparse: tuple[int, ...] = ()  # fine-tuning epochs after each magnitude-sparsity step
 
     @property
     def total(self) -> int:
-        return self.dense + sum(self.prune) + self.qat
+        return self.dense + sum(self.prune) + sum(self.sparse) + self.qat
 
 
 def plan_epochs(spec: ArchSpec, epochs: int, cc: CompressionConfig) -> EpochPlan:
     """Split ``epochs`` between dense training, pruning steps and QAT; every phase present gets >= 1."""
+    # Together the compression phases take at most MAX_COMPRESSION_SHARE of the epochs (each share
+    # scaled down alike when a spec has them all), so dense training keeps the rest.
+    shares = {
+        "prune": cc.prune_share if is_pruned(spec) else 0.0,
+        "sparse": cc.sparse_share if is_sparse(spec) else 0.0,
+        "qat": cc.qat_share if is_quantized(spec) or is_clustered(spec) else 0.0,
+    }
+    scale = min(1.0, MAX_COMPRESSION_SHARE / max(sum(shares.values()), 1e-9))
     prune: tuple[int, ...] = ()
     if is_pruned(spec):
-        per_step = max(1, round(epochs * cc.prune_share / cc.prune_steps))
+        per_step = max(1, round(epochs * shares["prune"] * scale / cc.prune_steps))
         prune = (per_step,) * cc.prune_steps
-    qat = max(1, round(epochs * cc.qat_share)) if is_quantized(spec) else 0
-    return EpochPlan(dense=max(1, epochs - sum(prune) - qat), prune=prune, qat=qat)
+    sparse: tuple[int, ...] = ()
+    if is_sparse(spec):
+        per_step = max(1, round(epochs * shares["sparse"] * scale / cc.sparse_steps))
+        sparse = (per_step,) * cc.sparse_steps
+    qat = max(1, round(epochs * shares["qat"] * scale)) if shares["qat"] else 0
+    dense = max(1, epochs - sum(prune) - sum(sparse) - qat)
+    return EpochPlan(dense=dense, prune=prune, sparse=sparse, qat=qat)
 
 
 def compress(
@@ -140,15 +181,34 @@ def compress(
                 epochs += s["epochs"]
                 stats["loss"] = s["loss"]
         check_pruned(model, spec, data.input_shape, data.num_classes)
+    coding = spec_coding(spec)
+    if plan.sparse:
+        steps = 1 if stopped else len(plan.sparse)
+        for k in range(1, steps + 1):
+            sparsify(model, coding, fraction=k / steps)
+            if not stopped:
+                step_cfg = dataclasses.replace(cfg, seed=cfg.seed + 100 + k)
+                s = train(
+                    model, x, y, step_cfg, loss_fn=loss_fn, epochs=plan.sparse[k - 1],
+                    lr_scale=cc.prune_lr_scale,
+                )  # fmt: skip
+                epochs += s["epochs"]
+                stats["loss"] = s["loss"]
     if plan.qat:
-        attach_fake_quant(model, spec_bits(spec))
-        # Ranges from data before QAT starts, so the first steps do not train against a default range.
-        calibrate(
-            model,
-            calibration_batches(
-                x, batches=cc.calibration_batches, batch_size=cfg.batch_size, seed=cfg.seed
-            ),
-        )
+        # The zeros are kept through the last phase: baked in for clustered layers (their index points
+        # at the fixed zero), masked again for the others after the quantized modules replace them.
+        zeros = zero_masks(model)
+        if is_quantized(spec):
+            attach_fake_quant(model, spec_bits(spec))
+            # Ranges from data before QAT starts, so the first steps do not train against a default range.
+            calibrate(
+                model,
+                calibration_batches(
+                    x, batches=cc.calibration_batches, batch_size=cfg.batch_size, seed=cfg.seed
+                ),
+            )
+        cluster(model, coding, seed=cfg.seed)
+        mask_again(model, zeros)
         if not stopped:
             qat_cfg = dataclasses.replace(cfg, seed=cfg.seed + 1000)
             s = train(
@@ -157,6 +217,7 @@ def compress(
             epochs += s["epochs"]
             stats["loss"] = s["loss"]
         freeze_observers(model)
+    fix_zeros(model)
     return {"epochs": float(epochs), "loss": stats["loss"], "stopped_early": float(stopped)}
 
 
@@ -187,7 +248,12 @@ class CompressEvaluator:
             loss_fn=self.loss_fn,
             report=report,
         )
-        return trained_metrics(model, data, stats, self.train_config)
+        metrics = trained_metrics(model, data, stats, self.train_config)
+        if is_coded(spec):
+            # Sparse and clustered layers' size depends on the trained weights (entropy coding):
+            # what was measured replaces the string's fixed-length estimate.
+            metrics["size_bytes"] = float(coded_size_bytes(model))
+        return metrics
 
 
 def build_pruned_model(spec: ArchSpec | str, *, num_classes: int, in_chans: int) -> nn.Module:
@@ -210,5 +276,6 @@ def build_compressed_model(spec: ArchSpec | str, *, num_classes: int, in_chans: 
     if is_quantized(spec):
         attach_fake_quant(model, spec_bits(spec))
         freeze_observers(model)
+    attach_placeholders(model, spec_coding(spec))
     model.eval()
     return model

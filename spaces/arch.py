@@ -7,13 +7,13 @@ A whole network is one string of segments joined by ``-``::
 Block segments extend timm's block strings (``ds``, ``ir``, ``cn``, ``er``) and add SqueezeNet's ``fire``. Keys appear in
 one canonical order, so that ``format_arch(parse_arch(s)) == s`` holds for every valid string:
 
-    stem  k s c            [wb ab]
-    ds    r k s e c [se]   [pr wb ab]
-    ir    r k s e c [se]   [pr wb ab]
-    fire  r s q c          [pr wb ab]      q = squeeze channels; c = expand 1x1 + expand 3x3 channels
-    cn    r k s c          [pr wb ab]      plain k x k convolution + BN + ReLU (timm's ConvBnAct, no skip)
-    er    r k s e c [se]   [pr wb ab]      fused inverted residual: k x k expansion conv, 1x1 projection
-    head  c                [wb ab]         c0 = no 1x1 head convolution
+    stem  k s c            [sp cl wb ab]
+    ds    r k s e c [se]   [pr sp cl wb ab]
+    ir    r k s e c [se]   [pr sp cl wb ab]
+    fire  r s q c          [pr sp cl wb ab]      q = squeeze channels; c = expand 1x1 + expand 3x3 channels
+    cn    r k s c          [pr sp cl wb ab]      plain k x k convolution + BN + ReLU (timm's ConvBnAct, no skip)
+    er    r k s e c [se]   [pr sp cl wb ab]      fused inverted residual: k x k expansion conv, 1x1 projection
+    head  c                [sp cl wb ab]         c0 = no 1x1 head convolution
     cell  r c o                            a NAS-Bench-201 cell; o = its six edge operators as digits
     res   r s c                            a ResNet basic block (NAS-Bench-201's reduction block)
 
@@ -22,8 +22,11 @@ A ``cell`` stage's ``o`` lists the operator of each edge in NAS-Bench-201's orde
 4 avg_pool_3x3 (spaces/nb201.py; NAS-Bench-201's own notation ``|op~0|+|...|`` is read too).
 
 Compression keys: ``pr`` structured pruning ratio of the stage's hidden channels (an ir or er block's
-expanded channels, a fire block's squeeze channels; ds and cn blocks have none), ``wb`` weight bits,
-``ab`` activation bits. Defaults (pr0, wb32, ab32, se0) are omitted when formatting. timm reads ``p`` and
+expanded channels, a fire block's squeeze channels; ds and cn blocks have none), ``sp`` unstructured
+sparsity of the segment's weights (the fraction zeroed by magnitude), ``cl`` weight sharing (each
+layer's weights take one of ``cl`` k-means values, stored as a codebook and entropy-coded indices;
+evaluators/clustering.py; excludes ``wb``), ``wb`` weight bits, ``ab`` activation bits. Defaults
+(pr0, sp0, cl0, wb32, ab32, se0) are omitted when formatting. timm reads ``p`` and
 ``a`` as kernel sizes and ignores unknown keys, so compression keys never reach timm (see build.py).
 """
 
@@ -38,6 +41,7 @@ BLOCK_KINDS = ("ds", "ir", "fire", "cn", "er", "cell", "res")
 CELL_EDGES = 6
 CELL_OPS = 5  # digits 0..4 of a cell's ``o`` key
 WEIGHT_BITS = (2, 4, 8, 32)
+MAX_CLUSTERS = 256  # indices up to 8 bits (a clustered layer's weights are int16 indices in memory)
 ACT_BITS = (8, 32)
 _MAX_CHANNELS = 4096
 
@@ -54,6 +58,8 @@ class StemSpec:
     kernel: int = 3
     stride: int = 1
     channels: int = 16
+    sparsity: float = 0.0
+    clusters: int = 0
     wbits: int = 32
     abits: int = 32
 
@@ -71,18 +77,28 @@ class BlockSpec:
     se: float = 0.0
     squeeze: int = 0
     prune: float = 0.0
+    sparsity: float = 0.0
+    clusters: int = 0
     wbits: int = 32
     abits: int = 32
     ops: str = ""  # a cell's edge operators, one digit per edge (see the module docstring)
 
     @property
     def compressed(self) -> bool:
-        return self.prune > 0 or self.wbits < 32 or self.abits < 32
+        return (
+            self.prune > 0
+            or self.sparsity > 0
+            or self.clusters > 0
+            or self.wbits < 32
+            or self.abits < 32
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
 class HeadSpec:
     channels: int = 0
+    sparsity: float = 0.0
+    clusters: int = 0
     wbits: int = 32
     abits: int = 32
 
@@ -111,31 +127,36 @@ class ArchSpec:
         """The same architecture with every pruning ratio and bit-width at its default."""
         return replace(
             self,
-            stem=replace(self.stem, wbits=32, abits=32),
-            stages=tuple(replace(s, prune=0.0, wbits=32, abits=32) for s in self.stages),
-            head=replace(self.head, wbits=32, abits=32),
+            stem=replace(self.stem, sparsity=0.0, clusters=0, wbits=32, abits=32),
+            stages=tuple(
+                replace(s, prune=0.0, sparsity=0.0, clusters=0, wbits=32, abits=32)
+                for s in self.stages
+            ),
+            head=replace(self.head, sparsity=0.0, clusters=0, wbits=32, abits=32),
         )
 
 
+# Weight sharing keys (evaluators/clustering.py): unstructured sparsity and k-means clusters.
+_CODED = (("sp", float, False), ("cl", int, False))
 # Canonical key order per segment kind: (key, type, required).
 _KEYS: dict[str, tuple[tuple[str, type, bool], ...]] = {
-    "stem": (("k", int, True), ("s", int, True), ("c", int, True), ("wb", int, False), ("ab", int, False)),
+    "stem": (("k", int, True), ("s", int, True), ("c", int, True), *_CODED, ("wb", int, False), ("ab", int, False)),
     "ds": (
         ("r", int, True), ("k", int, True), ("s", int, True), ("e", float, True), ("c", int, True),
-        ("se", float, False), ("pr", float, False), ("wb", int, False), ("ab", int, False),
+        ("se", float, False), ("pr", float, False), *_CODED, ("wb", int, False), ("ab", int, False),
     ),
     "fire": (
         ("r", int, True), ("s", int, True), ("q", int, True), ("c", int, True),
-        ("pr", float, False), ("wb", int, False), ("ab", int, False),
+        ("pr", float, False), *_CODED, ("wb", int, False), ("ab", int, False),
     ),
-    "head": (("c", int, True), ("wb", int, False), ("ab", int, False)),
+    "head": (("c", int, True), *_CODED, ("wb", int, False), ("ab", int, False)),
     "cell": (("r", int, True), ("c", int, True), ("o", str, True)),
     "res": (("r", int, True), ("s", int, True), ("c", int, True)),
 }  # fmt: skip
 _KEYS["ir"] = _KEYS["er"] = _KEYS["ds"]
 _KEYS["cn"] = (("r", int, True), ("k", int, True), ("s", int, True), ("c", int, True),
-               ("pr", float, False), ("wb", int, False), ("ab", int, False))  # fmt: skip
-_DEFAULTS = {"se": 0.0, "pr": 0.0, "wb": 32, "ab": 32}
+               ("pr", float, False), *_CODED, ("wb", int, False), ("ab", int, False))  # fmt: skip
+_DEFAULTS = {"se": 0.0, "pr": 0.0, "sp": 0.0, "cl": 0, "wb": 32, "ab": 32}
 _TOKEN = re.compile(r"^([a-z]+)(\d+(?:\.\d+)?)$")
 
 
@@ -202,11 +223,27 @@ def _check(cond: bool, seg: str, where: str, msg: str) -> None:
         raise ArchStringError(f"bad value in '{seg}' {where}: {msg}")
 
 
-def _bits(v: dict, seg: str, where: str) -> tuple[int, int]:
+def _bits(v: dict, seg: str, where: str) -> dict[str, float]:
+    """A segment's weight-storage keys (sp cl wb ab), checked, as the spec's keyword arguments."""
     wb, ab = int(v.get("wb", 32)), int(v.get("ab", 32))
     _check(wb in WEIGHT_BITS, seg, where, f"wb{wb}: weight bits must be one of {WEIGHT_BITS}")
     _check(ab in ACT_BITS, seg, where, f"ab{ab}: activation bits must be one of {ACT_BITS}")
-    return wb, ab
+    sp, cl = float(v.get("sp", 0.0)), int(v.get("cl", 0))
+    _check(0.0 <= sp < 1.0, seg, where, f"sp{format_number(sp)}: sparsity must be in [0, 1)")
+    _check(
+        cl == 0 or 2 <= cl <= MAX_CLUSTERS,
+        seg,
+        where,
+        f"cl{cl}: clusters must be 2..{MAX_CLUSTERS}",
+    )
+    _check(
+        cl == 0 or wb == 32,
+        seg,
+        where,
+        f"cl{cl} and wb{wb} both set the weights' values: a clustered layer's codebook replaces "
+        "its weight bits (drop one)",
+    )
+    return {"sparsity": sp, "clusters": cl, "wbits": wb, "abits": ab}
 
 
 def _channels(c: float, seg: str, where: str, key: str = "c") -> int:
@@ -258,18 +295,15 @@ def parse_arch(text: str) -> ArchSpec:
         if kind == "stem":
             _check(v["k"] in (1, 3, 5, 7), seg, where, "stem kernel must be 1, 3, 5 or 7")
             _check(v["s"] in (1, 2), seg, where, "stem stride must be 1 or 2")
-            wb, ab = _bits(v, seg, where)
             stem = StemSpec(
                 kernel=int(v["k"]),
                 stride=int(v["s"]),
                 channels=_channels(v["c"], seg, where),
-                wbits=wb,
-                abits=ab,
+                **_bits(v, seg, where),
             )
         elif kind == "head":
             _check(0 <= v["c"] <= _MAX_CHANNELS, seg, where, "head channels must be 0..4096")
-            wb, ab = _bits(v, seg, where)
-            head = HeadSpec(channels=int(v["c"]), wbits=wb, abits=ab)
+            head = HeadSpec(channels=int(v["c"]), **_bits(v, seg, where))
         else:
             _check(1 <= v["r"] <= 16, seg, where, "repeats must be 1..16")
             if kind in ("cell", "res"):
@@ -283,7 +317,7 @@ def parse_arch(text: str) -> ArchSpec:
                 where,
                 f"pr{format_number(pr)}: pruning ratio must be in [0, 1)",
             )
-            wb, ab = _bits(v, seg, where)
+            bits = _bits(v, seg, where)
             if kind == "fire":
                 c = _channels(v["c"], seg, where)
                 _check(
@@ -295,14 +329,14 @@ def parse_arch(text: str) -> ArchSpec:
                 stages.append(
                     BlockSpec(kind="fire", repeats=int(v["r"]), kernel=3, stride=int(v["s"]),
                               channels=c, squeeze=_channels(v["q"], seg, where, "q"),
-                              prune=pr, wbits=wb, abits=ab)
+                              prune=pr, **bits)
                 )  # fmt: skip
             elif kind == "cn":
                 _check(v["k"] in (1, 3, 5, 7, 9), seg, where, "kernel must be 1, 3, 5, 7 or 9")
                 _check(pr == 0, seg, where, "a cn block has no hidden channels to prune (pr)")
                 stages.append(
                     BlockSpec(kind="cn", repeats=int(v["r"]), kernel=int(v["k"]), stride=int(v["s"]),
-                              channels=_channels(v["c"], seg, where), wbits=wb, abits=ab)
+                              channels=_channels(v["c"], seg, where), **bits)
                 )  # fmt: skip
             else:
                 _check(v["k"] in (1, 3, 5, 7, 9), seg, where, "kernel must be 1, 3, 5, 7 or 9")
@@ -319,7 +353,7 @@ def parse_arch(text: str) -> ArchSpec:
                 stages.append(
                     BlockSpec(kind=kind, repeats=int(v["r"]), kernel=int(v["k"]), stride=int(v["s"]),
                               expansion=float(v["e"]), channels=_channels(v["c"], seg, where), se=se,
-                              prune=pr, wbits=wb, abits=ab)
+                              prune=pr, **bits)
                 )  # fmt: skip
     assert stem is not None and head is not None
     return ArchSpec(stem=stem, stages=tuple(stages), head=head)
@@ -340,10 +374,15 @@ def _cell_or_res(kind: str, v: dict, seg: str, where: str) -> BlockSpec:
     return BlockSpec(kind="cell", repeats=int(v["r"]), channels=c, ops=ops)
 
 
-def _compression(prune: float | None, wbits: int, abits: int) -> list[str]:
+def _compression(prune: float | None, part: StemSpec | BlockSpec | HeadSpec) -> list[str]:
     out = []
     if prune:
         out.append(f"pr{format_number(prune)}")
+    if part.sparsity:
+        out.append(f"sp{format_number(part.sparsity)}")
+    if part.clusters:
+        out.append(f"cl{part.clusters}")
+    wbits, abits = part.wbits, part.abits
     if wbits != 32:
         out.append(f"wb{wbits}")
     if abits != 32:
@@ -373,7 +412,7 @@ def format_stage(b: BlockSpec, *, compression: bool = True) -> str:
         if b.se:
             toks.append(f"se{format_number(b.se)}")
     if compression:
-        toks += _compression(b.prune, b.wbits, b.abits)
+        toks += _compression(b.prune, b)
     return "_".join(toks)
 
 
@@ -386,12 +425,12 @@ def format_arch(spec: ArchSpec) -> str:
                 f"k{s.kernel}",
                 f"s{s.stride}",
                 f"c{s.channels}",
-                *_compression(None, s.wbits, s.abits),
+                *_compression(None, s),
             ]
         )
     ]
     parts += [format_stage(b) for b in spec.stages]
-    parts.append("_".join(["head", f"c{h.channels}", *_compression(None, h.wbits, h.abits)]))
+    parts.append("_".join(["head", f"c{h.channels}", *_compression(None, h)]))
     return "-".join(parts)
 
 

@@ -9,7 +9,9 @@ folds them into it) and counted in ``params`` as their affine weight and bias.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 from compactnas.spaces.arch import ArchSpec, BlockSpec, as_spec
 from compactnas.spaces.cells import cell_layers, cut_off, res_layers
@@ -294,11 +296,50 @@ def count_params(spec: ArchSpec | str, input_shape: tuple[int, int, int], num_cl
     return sum(layer.params for layer in arch_layers(spec, input_shape, num_classes))
 
 
+# Weight sharing (``sp``/``cl``; evaluators/clustering.py codes it): a zero run of RUN_CAP is one escape
+# symbol, and a coded stream's table holds one 4-bit code length per symbol.
+RUN_CAP = 16
+
+
+def _table_bytes(alphabet: int) -> int:
+    return (alphabet + 1) // 2
+
+
+def coded_weight_bytes(weights: int, wbits: int, sparsity: float, clusters: int) -> float:
+    """What a layer's weights take before training, under ``sp``/``cl``: each stream at fixed-length
+    codes, the larger of what Huffman coding yields once the weights are known (the compress
+    evaluator reports that measured size). Without either key: weights at their bits."""
+    if not sparsity and not clusters:
+        return weights * wbits / 8
+    nonzero = round(weights * (1 - sparsity))
+    run_bits = math.ceil(math.log2(RUN_CAP + 1))
+    runs = (nonzero * run_bits + 7) // 8 + _table_bytes(RUN_CAP + 1) if sparsity else 0
+    if not clusters:
+        return min(weights * wbits / 8, math.ceil(nonzero * wbits / 8) + runs)
+    index_bits = max(1, math.ceil(math.log2(clusters + (1 if sparsity else 0))))
+    one = (weights * index_bits + 7) // 8 + _table_bytes(clusters + 1)
+    value_bits = max(1, math.ceil(math.log2(clusters)))
+    two = runs + (nonzero * value_bits + 7) // 8 + _table_bytes(clusters)
+    return clusters * 4 + (min(one, two) if sparsity else one)
+
+
 def size_bytes(spec: ArchSpec | str, input_shape: tuple[int, int, int], num_classes: int) -> int:
-    """Deployed weight size: conv/linear weights at their bit-width, biases and BN in 32 bits."""
-    return int(
-        round(sum(layer.weight_bytes for layer in arch_layers(spec, input_shape, num_classes)))
-    )
+    """Deployed weight size: conv/linear weights at their bit-width (or coded, under ``sp``/``cl``),
+    biases and BN in 32 bits."""
+    spec = as_spec(spec)
+
+    def part(stage: int) -> Any:
+        return spec.stem if stage == -1 else spec.head if stage == -2 else spec.stages[stage]
+
+    total = 0.0
+    for layer in arch_layers(spec, input_shape, num_classes):
+        p = part(layer.stage)
+        if layer.weights and (p.sparsity or p.clusters):
+            total += coded_weight_bytes(layer.weights, layer.wbits, p.sparsity, p.clusters)
+            total += layer.extra_params * 4
+        else:
+            total += layer.weight_bytes
+    return int(round(total))
 
 
 def count_macs(spec: ArchSpec | str, input_shape: tuple[int, int, int], num_classes: int) -> int:

@@ -1,0 +1,199 @@
+"""Deep-Compression-style weight sharing on a converged network: ResNet-8 on cifar10_20k.
+
+    python benchmarks/weight_sharing.py [--data npz:PATH] [--epochs 30] [--tune 6] [--quick] [--out PATH]
+
+1. ResNet-8 (MLPerf Tiny's, benchmarks/arena_models.py) trained dense with the final recipe on every
+   training image of the file, tested on its held-out ``x_test`` (the checkpoint is kept in
+   benchmarks/.cache/, so a rerun starts from it).
+2. From that checkpoint, each technique alone and combined, fine-tuned at a tenth of the recipe's peak
+   learning rate: ternary weights (``wb2``: per-channel scale, levels -1/0/+1, straight-through
+   estimator), magnitude sparsity (three gradual steps), k-means weight sharing with a fine-tuned
+   codebook, and sparsity + sharing + Huffman coding (Deep Compression's pipeline).
+3. Per variant: test accuracy, the coded size (``evaluators.clustering.coded_size_bytes``: codebooks,
+   Huffman-coded indices and zero runs, biases and batch norm at 32 bits), the ratio to the dense fp32
+   size, and seconds. Deep Compression's published ratios (35x AlexNet, 49x VGG-16 on ImageNet; Han et
+   al., ICLR 2016) are for networks 100-1000x larger, whose layers are far more redundant; they are
+   quoted beside, not compared like for like.
+
+Acceptance (issue: the compression toolbox): pruning + clustering + entropy coding >= 20x smaller than
+fp32 at <= 1 point lost; ternary within 3 points. Results go to results/weight_sharing.json as each
+variant ends; a rerun skips variants already there. ``--quick``: 3 dense epochs, 1 tuning epoch per
+phase, on 4,000 images (about 3 minutes here); the full run about 35 minutes on this 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from _results import Results  # noqa: E402
+from arena_models import build_baseline  # noqa: E402
+
+from compactnas.core.data import load_data  # noqa: E402
+from compactnas.evaluators import TrainConfig  # noqa: E402
+from compactnas.evaluators.clustering import (  # noqa: E402
+    cluster,
+    coded_size_bytes,
+    fix_zeros,
+    model_codings,
+    sparsify,
+    zero_masks,
+)
+from compactnas.evaluators.quantization import attach_fake_quant  # noqa: E402
+from compactnas.evaluators.recipes import recipe  # noqa: E402
+from compactnas.evaluators.train import accuracy, train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+SHARED = ROOT.parent.parent / "shared" / "data"
+CACHE = ROOT / ".cache"
+PUBLISHED = {"AlexNet (ImageNet)": 35, "VGG-16 (ImageNet)": 49, "LeNet-5 (MNIST)": 39}
+SPARSE_STEPS = 3
+TUNE_LR = 0.1
+
+# variant -> (sparsity, clusters, weight bits) for every conv and linear layer
+VARIANTS: dict[str, tuple[float, int, int]] = {
+    "ternary (wb2)": (0.0, 0, 2),
+    "sparse 0.8": (0.8, 0, 32),
+    "clusters 16": (0.0, 16, 32),
+    "sparse 0.8 + clusters 16 + Huffman": (0.8, 16, 32),
+    "sparse 0.9 + clusters 16 + Huffman": (0.9, 16, 32),
+    "sparse 0.8 + clusters 8 + Huffman": (0.8, 8, 32),
+}
+
+
+def compress_variant(
+    model: torch.nn.Module,
+    setting: tuple[float, int, int],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    tc: TrainConfig,
+    tune: int,
+) -> int:
+    """Compress ``model`` in place to ``setting``; returns the fine-tuning epochs spent."""
+    sparsity, clusters, wbits = setting
+    coding = lambda _name: (sparsity, clusters)  # noqa: E731
+    spent = 0
+    if sparsity:
+        for k in range(1, SPARSE_STEPS + 1):
+            sparsify(model, coding, fraction=k / SPARSE_STEPS)
+            train(model, x, y, dataclasses.replace(tc, seed=tc.seed + k), epochs=tune,
+                  lr_scale=TUNE_LR)  # fmt: skip
+            spent += tune
+        zero_masks(model)  # the zeros are fixed; clustering keeps them at its zero entry
+    if wbits < 32:
+        attach_fake_quant(model, lambda _name: (wbits, 32))
+    if clusters:
+        cluster(model, coding, seed=tc.seed)
+    if wbits < 32 or clusters:
+        train(model, x, y, dataclasses.replace(tc, seed=tc.seed + 100), epochs=tune,
+              lr_scale=TUNE_LR)  # fmt: skip
+        spent += tune
+    fix_zeros(model)
+    return spent
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=f"npz:{SHARED / 'cifar10_20k.npz'}")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--tune", type=int, default=6, help="fine-tuning epochs per phase")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    path = args.data.split(":", 1)[-1]
+    if args.data.startswith("npz:") and not Path(path).is_file():
+        print(f"weight_sharing: no data at {path} (../shared/data is absent): skipped")
+        return 0
+    if args.quick:
+        args.epochs, args.tune = 3, 1
+    out = args.out or ROOT / "results" / f"weight_sharing{'_quick' if args.quick else ''}.json"
+    torch.set_num_threads(args.threads)
+    data = load_data(args.data, seed=0)
+    x = torch.cat([data.train.x, data.val.x])
+    y = torch.cat([data.train.y, data.val.y])
+    if args.quick:
+        x, y = x[:4000], y[:4000]
+    tc = TrainConfig(**recipe("final"), epochs=args.epochs, seed=0, train_device="cpu")
+    res = Results(out, resume=True, initial={
+        "data": args.data, "train_images": len(y), "test_images": len(data.test.y),
+        "epochs": args.epochs, "tune_epochs": args.tune, "tune_lr_scale": TUNE_LR,
+        "published_ratios": PUBLISHED,
+    })  # fmt: skip
+    CACHE.mkdir(exist_ok=True)
+    ckpt = CACHE / f"weight_sharing_resnet8_e{args.epochs}_n{len(y)}.pt"
+    torch.manual_seed(0)
+    dense, _ = build_baseline("resnet8", num_classes=data.num_classes, in_chans=3)
+    if ckpt.is_file():
+        dense.load_state_dict(torch.load(ckpt, weights_only=True))
+        print(f"dense model from {ckpt}")
+    else:
+        t0 = time.time()
+        train(dense, x, y, tc)
+        torch.save(dense.state_dict(), ckpt)
+        res["dense_seconds"] = round(time.time() - t0, 1)
+    fp32 = coded_size_bytes(dense)
+    base = accuracy(dense, data.test.x, data.test.y, tc)
+    res["dense"] = {"test_accuracy": round(base, 4), "size_bytes": fp32}
+    print(f"dense: test {base:.4f}, {fp32:,} bytes", flush=True)
+    variants = res.setdefault("variants", {})
+    for name in args.variants.split(","):
+        if name in variants:
+            print(f"{name}: kept from an earlier run")
+            continue
+        model = copy.deepcopy(dense)
+        t0 = time.time()
+        spent = compress_variant(model, VARIANTS[name], x, y, tc, args.tune)
+        acc = accuracy(model, data.test.x, data.test.y, tc)
+        size = coded_size_bytes(model)
+        layers = [dataclasses.asdict(c) for c in model_codings(
+            model, lambda n, m=model: int(getattr(m.get_submodule(n), "weight_bits", 32)))]  # fmt: skip
+        variants[name] = {
+            "setting": dict(zip(("sparsity", "clusters", "wbits"), VARIANTS[name], strict=True)),
+            "test_accuracy": round(acc, 4), "lost_points": round(100 * (base - acc), 2),
+            "size_bytes": size, "ratio": round(fp32 / size, 2), "tune_epochs": spent,
+            "seconds": round(time.time() - t0, 1), "layers": layers,
+        }  # fmt: skip
+        res.save()
+        print(f"{name}: test {acc:.4f} ({100 * (base - acc):+.2f} pt lost), {size:,} bytes, "
+              f"{fp32 / size:.1f}x", flush=True)  # fmt: skip
+    res.finish()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+def render(ctx: object) -> list[str]:
+    """The REPORT.md section, from results/weight_sharing.json (benchmarks/report.py calls it)."""
+    d = ctx.data.get("weight_sharing")  # type: ignore[attr-defined]
+    out = ["## Weight sharing and entropy coding (ResNet-8, cifar10_20k)", ""]
+    if not d:
+        return out + ["Not run (no `weight_sharing.json`).", ""]
+    dense = d.get("dense") or {}
+    out.append(
+        f"{d['data'].rsplit('/', 1)[-1]}: dense ResNet-8 trained {d['epochs']} epochs on "
+        f"{d['train_images']:,} images; each variant fine-tuned {d['tune_epochs']} epochs per phase; "
+        f"commit {str(d.get('commit', 'unknown'))[:12]}."
+    )
+    if dense:
+        out.append(
+            f"Dense fp32: {100 * dense['test_accuracy']:.2f}%, {dense['size_bytes']:,} bytes."
+        )
+    out += ["", "| variant | test accuracy | points lost | coded bytes | ratio to fp32 |",
+            "|---|---|---|---|---|"]  # fmt: skip
+    for name, v in (d.get("variants") or {}).items():
+        out.append(f"| {name} | {100 * v['test_accuracy']:.2f}% | {v['lost_points']:+.2f} | "
+                   f"{v['size_bytes']:,} | {v['ratio']:.1f}x |")  # fmt: skip
+    published = ", ".join(f"{k} {v}x" for k, v in (d.get("published_ratios") or {}).items())
+    out += ["", f"Deep Compression's published ratios, on far larger networks: {published}.", ""]
+    return out
