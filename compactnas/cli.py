@@ -59,6 +59,13 @@ def _search_parser(sub: Any) -> None:
         default=S,
         help="also search pruning ratios and bit-widths",
     )
+    g.add_argument(
+        "--share-weights",
+        action="store_true",
+        default=S,
+        help="also search magnitude sparsity and k-means weight sharing per stage (sp/cl keys; "
+        "the size objective counts the Huffman-coded weights)",
+    )
     g = p.add_argument_group("how to score and search")
     g.add_argument(
         "--objectives",

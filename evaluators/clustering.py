@@ -198,11 +198,20 @@ def shared_of(m: nn.Module) -> SharedWeights | None:
     return None
 
 
+@torch.no_grad()
 def bake(model: nn.Module) -> nn.Module:
-    """Replace every shared weight by its plain tensor (in place): the model any runtime loads."""
+    """Replace every shared weight by its plain tensor (in place): the model any runtime loads.
+
+    Not ``parametrize.remove_parametrizations``: it deletes the weight property from the module's
+    parametrized class, which a deep copy shares with its original, so baking a copy would break the
+    model it was copied from."""
     for _, m in weight_layers(model):
         if shared_of(m) is not None:
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+            weight = m.weight.detach().clone()
+            base = parametrize.type_before_parametrizations(m)
+            del m._modules["parametrizations"]
+            m.__class__ = base
+            m.weight = nn.Parameter(weight)
     fix_zeros(model)
     return model
 
@@ -222,7 +231,7 @@ class LayerCoding:
     bytes: int
 
 
-def _runs(zero: np.ndarray) -> np.ndarray:
+def zero_runs(zero: np.ndarray) -> np.ndarray:
     """The run-length symbols of a zero mask: before each non-zero, the zeros since the previous one,
     with each full run of RUN_CAP zeros written as the escape symbol RUN_CAP. Trailing zeros are
     implied by the layer's size."""
@@ -254,12 +263,16 @@ def layer_coding(
     if idx is None:  # not clustered: values at the layer's bits, positions coded when sparse
         scales = w.shape[0] * 4 if wbits < 32 else 0  # one 32-bit scale per output channel
         dense = math.ceil(n * wbits / 8) + scales
-        runs = math.ceil(nnz * wbits / 8) + scales + entropy.coded_bytes(_runs(zero), RUN_CAP + 1)
+        runs = (
+            math.ceil(nnz * wbits / 8) + scales + entropy.coded_bytes(zero_runs(zero), RUN_CAP + 1)
+        )
         mode, size = ("runs", runs) if nnz < n and runs < dense else ("dense", dense)
         return LayerCoding(name, n, nnz, 0, mode, size)
     book = clusters * CODEBOOK_BITS // 8
     one = entropy.coded_bytes(idx, clusters + 1)
-    two = entropy.coded_bytes(_runs(zero), RUN_CAP + 1) + entropy.coded_bytes(idx[~zero], clusters)
+    two = entropy.coded_bytes(zero_runs(zero), RUN_CAP + 1) + entropy.coded_bytes(
+        idx[~zero], clusters
+    )
     mode, size = ("runs", two) if nnz < n and two < one else ("indices", one)
     return LayerCoding(name, n, nnz, clusters, mode, book + size)
 

@@ -129,17 +129,18 @@ def plan_epochs(spec: ArchSpec, epochs: int, cc: CompressionConfig) -> EpochPlan
         "qat": cc.qat_share if is_quantized(spec) or is_clustered(spec) else 0.0,
     }
     scale = min(1.0, MAX_COMPRESSION_SHARE / max(sum(shares.values()), 1e-9))
-    prune: tuple[int, ...] = ()
-    if is_pruned(spec):
-        per_step = max(1, round(epochs * shares["prune"] * scale / cc.prune_steps))
-        prune = (per_step,) * cc.prune_steps
-    sparse: tuple[int, ...] = ()
-    if is_sparse(spec):
-        per_step = max(1, round(epochs * shares["sparse"] * scale / cc.sparse_steps))
-        sparse = (per_step,) * cc.sparse_steps
+    prune = _steps(epochs * shares["prune"] * scale, cc.prune_steps) if is_pruned(spec) else ()
+    sparse = _steps(epochs * shares["sparse"] * scale, cc.sparse_steps) if is_sparse(spec) else ()
     qat = max(1, round(epochs * shares["qat"] * scale)) if shares["qat"] else 0
     dense = max(1, epochs - sum(prune) - sum(sparse) - qat)
     return EpochPlan(dense=dense, prune=prune, sparse=sparse, qat=qat)
+
+
+def _steps(epochs: float, steps: int) -> tuple[int, ...]:
+    """``epochs`` (rounded, at least 1) split over at most ``steps`` steps of at least one epoch each."""
+    total = max(1, round(epochs))
+    n = min(steps, total)
+    return tuple(total // n + (1 if i < total % n else 0) for i in range(n))
 
 
 def compress(

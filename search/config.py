@@ -19,6 +19,7 @@ from compactnas.evaluators.train import TrainConfig
 from compactnas.search.strategies import parse_strategy
 
 BACKENDS = ("local", "ray")
+SHARING_SPACES = ("mobile", "squeeze")  # the spaces whose stages sample sp/cl (share_weights)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +29,7 @@ class SearchConfig:
     data: str = "digits"
     resize: int | None = None
     compress: bool = False
+    share_weights: bool = False  # also sparsity and k-means weight sharing per stage (sp/cl keys)
     # Table data source (data "table:PATH"): the columns the table evaluator reads
     table_accuracy: str | None = None
     table_latency: str | None = None
@@ -105,6 +107,14 @@ class SearchConfig:
         parse_strategy(self.sampler)  # the strategies' registry is the one list of names
         if self.recipe not in RECIPES:
             raise ConfigError(f"unknown recipe '{self.recipe}' (use one of: {', '.join(RECIPES)})")
+        if self.share_weights and (
+            self.space not in SHARING_SPACES or self.evaluator == "supernet"
+        ):
+            raise ConfigError(
+                f"share_weights needs a trained space with per-stage compression keys "
+                f"({', '.join(SHARING_SPACES)}), not space '{self.space}' with evaluator "
+                f"'{self.evaluator}'"
+            )
         # The training settings are checked where they are used: TrainConfig says what is wrong.
         TrainConfig(
             optimizer=self.optimizer, augment=self.augment, label_smoothing=self.label_smoothing,

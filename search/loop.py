@@ -77,8 +77,9 @@ class SearchLoop:
         self.data = take_subset(self.data, train=cfg.subset, val=cfg.val_subset, seed=cfg.seed)
         if isinstance(self.data, TableSource):  # a table's columns are checked before any trial
             check_table(cfg, self.data)
+        sharing = {"share_weights": True} if cfg.share_weights else {}
         self.space = elastic or create_space(
-            cfg.space, image_size=self.data.image_size, compress=cfg.compress
+            cfg.space, image_size=self.data.image_size, compress=cfg.compress, **sharing
         )
         try:
             cfg.out_dir.mkdir(parents=True, exist_ok=True)

@@ -69,7 +69,12 @@ class Layer:
 
     @property
     def weight_bytes(self) -> float:
-        return self.weights * self.wbits / 8 + self.extra_params * 4
+        return self.weights * self.wbits / 8 + self.scale_bytes + self.extra_params * 4
+
+    @property
+    def scale_bytes(self) -> int:
+        """Weights below 32 bits carry one 32-bit scale per output channel."""
+        return self.cout * 4 if self.weights and self.wbits < 32 else 0
 
 
 def make_divisible(v: float, divisor: int = 8, round_limit: float = 0.9) -> int:
@@ -324,8 +329,8 @@ def coded_weight_bytes(weights: int, wbits: int, sparsity: float, clusters: int)
 
 
 def size_bytes(spec: ArchSpec | str, input_shape: tuple[int, int, int], num_classes: int) -> int:
-    """Deployed weight size: conv/linear weights at their bit-width (or coded, under ``sp``/``cl``),
-    biases and BN in 32 bits."""
+    """Deployed weight size: conv/linear weights at their bit-width (or coded, under ``sp``/``cl``) with
+    a 32-bit scale per output channel below 32 bits, biases and BN in 32 bits."""
     spec = as_spec(spec)
 
     def part(stage: int) -> Any:
@@ -336,7 +341,7 @@ def size_bytes(spec: ArchSpec | str, input_shape: tuple[int, int, int], num_clas
         p = part(layer.stage)
         if layer.weights and (p.sparsity or p.clusters):
             total += coded_weight_bytes(layer.weights, layer.wbits, p.sparsity, p.clusters)
-            total += layer.extra_params * 4
+            total += layer.scale_bytes + layer.extra_params * 4
         else:
             total += layer.weight_bytes
     return int(round(total))

@@ -27,6 +27,7 @@ class MobileSpace:
     name: str = "mobile"
     image_size: int = 8
     compress: bool = False
+    share_weights: bool = False
 
     def sample(self, trial: Any) -> ArchSpec:
         stem_stride, strides, widths = stage_layout(self.image_size)
@@ -47,8 +48,10 @@ class MobileSpace:
                     channels=trial.suggest_categorical(f"s{i}_c", choices),
                     se=0.0 if kind == "cn" else trial.suggest_categorical(f"s{i}_se", SE_RATIOS),
                     **(
-                        sample_compression(trial, i, prunable=kind in ("ir", "er"))
-                        if self.compress
+                        sample_compression(
+                            trial, i, prunable=kind in ("ir", "er"), sharing=self.share_weights
+                        )
+                        if self.compress or self.share_weights
                         else {}
                     ),
                 )

@@ -18,6 +18,7 @@ class SqueezeSpace:
     name: str = "squeeze"
     image_size: int = 8
     compress: bool = False
+    share_weights: bool = False
 
     def sample(self, trial: Any) -> ArchSpec:
         stem_stride, strides, widths = stage_layout(self.image_size)
@@ -36,7 +37,11 @@ class SqueezeSpace:
                     channels=c,
                     squeeze=max(4, round(c * ratio)),
                     kernel=3,
-                    **(sample_compression(trial, i) if self.compress else {}),
+                    **(
+                        sample_compression(trial, i, sharing=self.share_weights)
+                        if self.compress or self.share_weights
+                        else {}
+                    ),
                 )
             )
         head = HeadSpec(channels=trial.suggest_categorical("head_c", (0, 64, 128)))

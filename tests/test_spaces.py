@@ -61,6 +61,7 @@ def test_size_counts_bit_widths():
     quant = "stem_k3_s1_c16-ir_r1_k3_s1_e6_c32_wb4-head_c0"
     d, q = size_bytes(dense, (1, 8, 8), 10), size_bytes(quant, (1, 8, 8), 10)
     assert q < d
-    # The ir stage's conv weights shrink 8x (32 -> 4 bits); BN and classifier stay.
+    # The ir stage's conv weights shrink 8x (32 -> 4 bits) and gain one 32-bit scale per output
+    # channel (expansion 96, depthwise 96, projection 32); BN and classifier stay.
     ir_weights = 16 * 96 + 96 * 9 + 96 * 32
-    assert d - q == pytest.approx(ir_weights * (4 - 0.5))
+    assert d - q == pytest.approx(ir_weights * (4 - 0.5) - (96 + 96 + 32) * 4)

@@ -150,6 +150,17 @@ def card_markdown(card: dict[str, Any]) -> str:
         else:
             lines.append(f"| {fmt} | `{e['file']}` | {e['size_bytes']:,} | | | | |")
     latency = pred.get("latency_ms")
+    searched = card.get("search_metrics", {}).get("size_bytes")
+    if searched:
+        sizes = ", ".join(
+            f"{fmt} {e['size_bytes'] / searched:.2f}x"
+            for fmt, e in card["exports"].items()
+            if e.get("size_bytes")
+        )
+        lines += [
+            "",
+            f"The search counted {searched:,} bytes (`size_bytes`); files to that: {sizes}.",
+        ]
     lines += [
         "",
         f"Predicted latency: {latency:.3f} ms ({pred['basis']})."

@@ -13,6 +13,7 @@ from torch import nn
 from compactnas.search.export.base import ExportError, first_line, silenced
 from compactnas.search.export.edge import load_edge
 from compactnas.search.export.formats import build_model
+from compactnas.search.export.packed import load_packed
 from compactnas.search.export.runners import OnnxModel
 
 
@@ -53,6 +54,7 @@ def load_exported(path: str | Path, *, format: str | None = None) -> Any:  # noq
     * ``.onnx`` -> an ``OnnxModel``: call it on an N x C x H x W array to get numpy logits (onnxruntime);
     * a TorchScript file -> a ``torch.jit.ScriptModule``;
     * ``.tflite`` / ``.pte`` -> a model run by LiteRT / ExecuTorch: call it on an array, get numpy logits;
+    * a packed export (``.cnz``) -> the compressed ``nn.Module`` it decodes to;
     * a state-dict export -> the ``nn.Module`` rebuilt from the architecture string stored in the file;
     * an export folder (with card.json) -> the export named by ``format``, else the first present of
       onnx, torchscript, state-dict, onnx-int8.
@@ -62,6 +64,8 @@ def load_exported(path: str | Path, *, format: str | None = None) -> Any:  # noq
         return _load_from_folder(p, format)
     if not p.is_file():
         raise ExportError(f"no such export: {p}")
+    if p.suffix == ".cnz":  # compactnas's packed compressed form
+        return load_packed(p)
     if p.suffix in (".tflite", ".pte"):  # LiteRT and ExecuTorch (the edge extra)
         return load_edge(p)
     if p.suffix == ".onnx":

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from compactnas.search.export.edge import EDGE_FORMATS
+from compactnas.search.export.formats import deployable
 from compactnas.search.export.loading import load_exported
 
 # MLflow model names per format ('-' reads oddly in the UI's model list).
@@ -137,7 +138,9 @@ def log_trial_exports(
     if "torchscript" in loggable:
         torch_models["torchscript"] = load_exported(loggable["torchscript"])
     if "state-dict" in loggable:
-        torch_models["state-dict"] = model
+        # MLflow pickles the module: a clustered one is logged with its shared weights written out
+        # (parametrized modules cannot be pickled); the numbers are the same.
+        torch_models["state-dict"] = deployable(model)
     n = min(8, len(data.test.x))
     try:
         return log_exports(
