@@ -171,6 +171,39 @@ def attach_fake_quant(model: nn.Module, bits: Callable[[str], tuple[int, int]]) 
     return model
 
 
+class StaticActQuant(nn.Module):
+    """A frozen activation quantizer written with elementary operators: round(x / s) + z clamped to the
+    integer range, back to float. It computes what the trained ``FakeQuantize`` computes (both
+    round half to even) without its observer flags, whose data-dependent branches stop graph capture
+    (LiteRT, ExecuTorch), and without ONNX QuantizeLinear/DequantizeLinear pairs, which onnxruntime
+    fuses into int8 kernels that re-quantize the weights too."""
+
+    def __init__(self, scale: float, zero_point: int, quant_min: int, quant_max: int) -> None:
+        super().__init__()
+        self.scale, self.zero_point = scale, zero_point
+        self.quant_min, self.quant_max = quant_min, quant_max
+        # As PyTorch's kernel: multiply by the float32 reciprocal, not divide (they round differently).
+        one, sc = torch.tensor(1.0), torch.tensor(scale, dtype=torch.float32)
+        self.inv_scale = float(one / sc)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = torch.round(x * self.inv_scale) + self.zero_point
+        return (torch.clamp(q, self.quant_min, self.quant_max) - self.zero_point) * self.scale
+
+
+def freeze_activation_quant(model: nn.Module) -> nn.Module:
+    """Replace (in place) every activation ``FakeQuantize`` by its ``StaticActQuant``; returns ``model``."""
+    targets = [(n, m) for n, m in model.named_modules() if isinstance(m, FakeQuantize)]
+    for name, fq in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        frozen = StaticActQuant(
+            float(fq.scale), int(fq.zero_point), int(fq.quant_min), int(fq.quant_max)
+        )
+        setattr(parent, child, frozen)
+    return model
+
+
 def quantized_layers(model: nn.Module) -> dict[str, tuple[int, int]]:
     return {
         n: (m.weight_bits, m.act_bits)

@@ -136,3 +136,28 @@ def test_missing_extra_is_one_line(monkeypatch, search, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'compactnas[edge]'" in err
+
+
+def test_low_bit_model_exports_to_litert_and_executorch(tmp_path, digits):
+    """2/4/8-bit weights and 8-bit activations: the edge formats take the model with its weights on
+    their grids and its activation quantizers frozen (no converter graph dump, no refusal), and run
+    with the evaluated model's predictions."""
+    from compactnas.evaluators.compression import CompressEvaluator
+    from compactnas.evaluators.train import TrainConfig
+    from compactnas.search.export.formats import deployable
+
+    arch = "stem_k3_s1_c8_wb8_ab8-ir_r1_k3_s1_e4_c16_wb4_ab8-ir_r1_k3_s2_e4_c24_wb2-head_c32_wb8"
+    torch.manual_seed(0)
+    model = compactnas.create_model(arch, num_classes=10, in_chans=1)
+    CompressEvaluator(train_config=TrainConfig(epochs=3)).evaluate(model, arch, digits)
+    model.eval()
+    x = digits.test.x[:128]
+    ref = torch_logits(model, x)
+    calib = export_edge.calibration_images(digits.train.x, 32, 0)
+    for name in ("tflite", "executorch"):
+        path = tmp_path / f"m.{name}"
+        path = path.with_suffix(".tflite" if name == "tflite" else ".pte")
+        export_edge.write_edge(name, deployable(model), (1, 8, 8), path, calib)
+        out = compactnas.load_exported(path)(x)
+        assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.98, name
+        assert np.abs(out - ref).max() < 0.1, name

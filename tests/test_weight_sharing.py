@@ -292,3 +292,26 @@ def test_packed_file_holds_the_searched_size_and_the_same_model(digits, tmp_path
     (tmp_path / "other.cnz").write_bytes(b"PK" + data[2:])
     with pytest.raises(ExportError, match="not a compactnas packed export"):
         load_packed(tmp_path / "other.cnz")
+
+
+def test_codebook_gradient_is_the_mean_of_its_weights_gradients():
+    """A shared value moves as its weights would on average: its gradient is the mean of theirs (the
+    fixed zero entry gets none), while the forward weight is exactly ``codebook[index]``."""
+    from compactnas.evaluators.clustering import attach_shared
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(6, 4, bias=False)
+    index = torch.tensor([[0, 0, 0, 1, 2, 2]] * 4)
+    index[0, 0] = 3  # one pruned weight: the fixed zero entry
+    book = torch.tensor([0.5, -1.0, 2.0])
+    attach_shared(layer, index, book)
+    expect = torch.cat([book, torch.zeros(1)])[index]
+    assert torch.equal(layer.weight.detach(), expect)
+    x = torch.randn(5, 6)
+    layer(x).pow(2).sum().backward()
+    # The gradient each weight would get as a free parameter: d/dW sum((xW^T)^2) = 2 (xW^T)^T x.
+    per_weight = 2 * (x @ expect.T).T @ x
+    grad = layer.parametrizations.weight.original.grad
+    for k in range(3):
+        members = index == k
+        assert torch.allclose(grad[k], per_weight[members].mean(), atol=1e-5), k

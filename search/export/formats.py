@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.ao.quantization import FakeQuantize
 
 from compactnas.evaluators.clustering import bake, shared_of
 from compactnas.evaluators.compression import build_compressed_model, is_compressed
-from compactnas.evaluators.quantization import fake_quantize_weight
+from compactnas.evaluators.quantization import fake_quantize_weight, freeze_activation_quant
 from compactnas.search.export.base import ExportError, first_line, silenced
 from compactnas.spaces import create_model, parse_arch
 
@@ -147,15 +148,23 @@ def build_model(arch: str, *, num_classes: int, in_chans: int) -> nn.Module:
 
 def deployable(model: nn.Module) -> nn.Module:
     """The model itself, or for a fake-quantized or clustered one a copy whose weights are stored
-    already on their quantization grid (a clustered layer's shared values written out as plain weights). The numbers are the same; the graph loses the per-call scale search and the
-    2- and 4-bit fake-quantize operators, which ONNX cannot express (it knows 8-bit ranges only).
-    The activations' 8-bit fake quantization stays and becomes ONNX QuantizeLinear/DequantizeLinear."""
+    already on their quantization grid (a clustered layer's shared values written out as plain
+    weights). The numbers are the same; the graph loses the per-call scale search and the 2- and 4-bit
+    fake-quantize operators, which ONNX cannot express (it knows 8-bit ranges only). The activations'
+    8-bit quantization stays, frozen into round-and-clamp operators (``StaticActQuant``) that every
+    converter and runtime executes as the trained model does."""
     shared = any(shared_of(m) is not None for m in model.modules())
-    if not shared and not any(getattr(m, "weight_bits", 32) < 32 for m in model.modules()):
+    fake = any(isinstance(m, FakeQuantize) for m in model.modules())
+    if (
+        not shared
+        and not fake
+        and not any(getattr(m, "weight_bits", 32) < 32 for m in model.modules())
+    ):
         return model
 
     baked = copy.deepcopy(model)
     bake(baked)  # clustered layers: the shared values written out as plain weights
+    freeze_activation_quant(baked)
     with torch.no_grad():
         for m in baked.modules():
             bits = getattr(m, "weight_bits", 32)
