@@ -45,6 +45,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("compression", "report_sections.teacher:render"),
     ("latency_fidelity", "report_sections.latency:render"),
     ("compression", "report_sections.compression:render"),
+    ("weight_sharing", "weight_sharing:render"),
     ("ray_scaling", "report_sections.ray:render"),
     ("device_fidelity", "device_fidelity:render"),
     ("search_strategies", "search_strategies:render"),

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     res = Results(out, resume=True, initial={
         "data": args.data, "train_images": len(y), "test_images": len(data.test.y),
         "epochs": args.epochs, "tune_epochs": args.tune, "tune_lr_scale": TUNE_LR,
-        "published_ratios": PUBLISHED,
+        "published_ratios": PUBLISHED, "codebook_gradient": "mean",
     })  # fmt: skip
     CACHE.mkdir(exist_ok=True)
     ckpt = CACHE / f"weight_sharing_resnet8_e{args.epochs}_n{len(y)}.pt"
@@ -185,6 +185,11 @@ def render(ctx: object) -> list[str]:
         f"{d['train_images']:,} images; each variant fine-tuned {d['tune_epochs']} epochs per phase; "
         f"commit {str(d.get('commit', 'unknown'))[:12]}."
     )
+    if d.get("codebook_gradient") != "mean":
+        out.append(
+            "This run predates the mean codebook gradient: each shared value took the sum of its "
+            "weights' gradients, which is why 16 clusters alone collapse; rerun to replace it."
+        )
     if dense:
         out.append(
             f"Dense fp32: {100 * dense['test_accuracy']:.2f}%, {dense['size_bytes']:,} bytes."
