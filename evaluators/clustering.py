@@ -8,8 +8,7 @@ with a fine-tuned codebook, and the entropy-coded size of what is stored.
   then stores a codebook and one index per weight; the weight is a parametrization
   (``torch.nn.utils.parametrize``) ``table[index]`` whose trainable original is the codebook, so
   fine-tuning updates each shared value from its weights' gradients (their mean; the paper sums them,
-  see ``SharedWeights``). A
-  pruned weight points at a fixed zero entry that training cannot move.
+  see ``SharedWeights``). A pruned weight points at a fixed zero entry that training cannot move.
 - ``layer_coding`` / ``coded_size_bytes`` count the stored form of every layer: the codebook at 32 bits
   and the indices Huffman-coded (evaluators/entropy.py), either as one stream or, for a sparse layer,
   as two (the zero run before each non-zero weight, and the non-zero weights' indices), whichever is

@@ -154,9 +154,8 @@ def test_low_bit_model_exports_to_litert_and_executorch(tmp_path, digits):
     x = digits.test.x[:128]
     ref = torch_logits(model, x)
     calib = export_edge.calibration_images(digits.train.x, 32, 0)
-    for name in ("tflite", "executorch"):
-        path = tmp_path / f"m.{name}"
-        path = path.with_suffix(".tflite" if name == "tflite" else ".pte")
+    for name, suffix in (("tflite", ".tflite"), ("executorch", ".pte")):
+        path = tmp_path / f"m{suffix}"
         export_edge.write_edge(name, deployable(model), (1, 8, 8), path, calib)
         out = compactnas.load_exported(path)(x)
         assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.98, name

@@ -154,12 +154,10 @@ def deployable(model: nn.Module) -> nn.Module:
     8-bit quantization stays, frozen into round-and-clamp operators (``StaticActQuant``) that every
     converter and runtime executes as the trained model does."""
     shared = any(shared_of(m) is not None for m in model.modules())
-    fake = any(isinstance(m, FakeQuantize) for m in model.modules())
-    if (
-        not shared
-        and not fake
-        and not any(getattr(m, "weight_bits", 32) < 32 for m in model.modules())
-    ):
+    quantized = any(
+        isinstance(m, FakeQuantize) or getattr(m, "weight_bits", 32) < 32 for m in model.modules()
+    )
+    if not shared and not quantized:
         return model
 
     baked = copy.deepcopy(model)
