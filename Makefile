@@ -54,11 +54,18 @@ lint: install
 	$(BIN)/basedpyright --pythonpath $(BIN)/python
 	$(BIN)/basedpyright -p pyrightconfig.api.json --pythonpath $(BIN)/python
 
+# Each test runs torch on one thread (tests/conftest.py), so one pytest process per core; a file's
+# tests stay on one worker, where its module fixtures (a Ray cluster, a server) are built once.
+# `make test TEST_WORKERS=0` runs them in one process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+PYTEST := $(BIN)/python -m pytest -q $(XDIST)
+
 test: lint
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The drift check: a second environment from pyproject's ranges alone, upgraded to the newest releases.
 test-latest:
@@ -66,7 +73,7 @@ test-latest:
 	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager \
 		-e '.[dev,edge]' $(TORCH_SPEC)
 	$(LATEST_VENV)/bin/python -m pip freeze --exclude-editable > $(LATEST_VENV)/freeze.txt
-	$(LATEST_VENV)/bin/python -m pytest -q -p no:cacheprovider
+	$(LATEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(XDIST)
 
 # Regenerate the locks from pyproject.toml's ranges at today's newest releases, with hashes. uv reads the
 # hashes the index publishes (pip-compile downloads every file of every pinned release to hash it). The
