@@ -6,7 +6,8 @@
    training image of the file, tested on its held-out ``x_test`` (the checkpoint is kept in
    benchmarks/.cache/, so a rerun starts from it).
 2. From that checkpoint, each technique alone and combined, fine-tuned at a tenth of the recipe's peak
-   learning rate: ternary weights (``wb2``: per-channel scale, levels -1/0/+1, straight-through
+   learning rate and distilled from the dense model (T=4, alpha=0.7; ``--no-distill``: labels only;
+   variants of one sparsity share its sparsity phases): ternary weights (``wb2``: per-channel scale, levels -1/0/+1, straight-through
    estimator), magnitude sparsity (three gradual steps), k-means weight sharing with a fine-tuned
    codebook, and sparsity + sharing + Huffman coding (Deep Compression's pipeline).
 3. Per variant: test accuracy, the coded size (``evaluators.clustering.coded_size_bytes``: codebooks,
@@ -18,7 +19,7 @@
 Acceptance (issue: the compression toolbox): pruning + clustering + entropy coding >= 20x smaller than
 fp32 at <= 1 point lost; ternary within 3 points. Results go to results/weight_sharing.json as each
 variant ends; a rerun skips variants already there. ``--quick``: 3 dense epochs, 1 tuning epoch per
-phase, on 4,000 images (about 3 minutes here); the full run about 35 minutes on this 2-core machine.
+phase, on 4,000 images (about 3 minutes here); the full run about 60 minutes on this 2-core machine.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ from compactnas.evaluators.clustering import (  # noqa: E402
     sparsify,
     zero_masks,
 )
+from compactnas.evaluators.distill import distillation_loss_fn  # noqa: E402
 from compactnas.evaluators.quantization import attach_fake_quant  # noqa: E402
 from compactnas.evaluators.recipes import recipe  # noqa: E402
-from compactnas.evaluators.train import accuracy, train  # noqa: E402
+from compactnas.evaluators.train import LossFn, accuracy, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent.parent / "shared" / "data"
@@ -56,6 +58,7 @@ CACHE = ROOT / ".cache"
 PUBLISHED = {"AlexNet (ImageNet)": 35, "VGG-16 (ImageNet)": 49, "LeNet-5 (MNIST)": 39}
 SPARSE_STEPS = 3
 TUNE_LR = 0.1
+DISTILL_T, DISTILL_ALPHA = 4.0, 0.7  # fine-tuning learns from the dense model's logits (Hinton et al.)
 
 # variant -> (sparsity, clusters, weight bits) for every conv and linear layer
 VARIANTS: dict[str, tuple[float, int, int]] = {
@@ -75,25 +78,38 @@ def compress_variant(
     y: torch.Tensor,
     tc: TrainConfig,
     tune: int,
+    *,
+    loss_fn: LossFn | None = None,
+    sparse_cache: dict[float, dict[str, torch.Tensor]] | None = None,
 ) -> int:
-    """Compress ``model`` in place to ``setting``; returns the fine-tuning epochs spent."""
+    """Compress ``model`` in place to ``setting``; returns the fine-tuning epochs spent.
+
+    ``sparse_cache`` (sparsity -> state dict after the sparsity phases) lets variants that share a
+    sparsity start from one sparse model: the phases are deterministic under the seed, so a second run
+    of them would only repeat the first. Epochs taken from the cache are counted as spent.
+    """
     sparsity, clusters, wbits = setting
     coding = lambda _name: (sparsity, clusters)  # noqa: E731
     spent = 0
     if sparsity:
-        for k in range(1, SPARSE_STEPS + 1):
-            sparsify(model, coding, fraction=k / SPARSE_STEPS)
-            train(model, x, y, dataclasses.replace(tc, seed=tc.seed + k), epochs=tune,
-                  lr_scale=TUNE_LR)  # fmt: skip
-            spent += tune
-        zero_masks(model)  # the zeros are fixed; clustering keeps them at its zero entry
+        if sparse_cache is not None and sparsity in sparse_cache:
+            model.load_state_dict(sparse_cache[sparsity])  # plain weights: the zeros are fixed
+        else:
+            for k in range(1, SPARSE_STEPS + 1):
+                sparsify(model, coding, fraction=k / SPARSE_STEPS)
+                train(model, x, y, dataclasses.replace(tc, seed=tc.seed + k), epochs=tune,
+                      lr_scale=TUNE_LR, loss_fn=loss_fn)  # fmt: skip
+            zero_masks(model)  # the zeros are fixed; clustering keeps them at its zero entry
+            if sparse_cache is not None:
+                sparse_cache[sparsity] = copy.deepcopy(model.state_dict())
+        spent += SPARSE_STEPS * tune
     if wbits < 32:
         attach_fake_quant(model, lambda _name: (wbits, 32))
     if clusters:
         cluster(model, coding, seed=tc.seed)
     if wbits < 32 or clusters:
         train(model, x, y, dataclasses.replace(tc, seed=tc.seed + 100), epochs=tune,
-              lr_scale=TUNE_LR)  # fmt: skip
+              lr_scale=TUNE_LR, loss_fn=loss_fn)  # fmt: skip
         spent += tune
     fix_zeros(model)
     return spent
@@ -107,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--quick", action="store_true")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-distill", action="store_true",
+                   help="fine-tune on the labels alone, not distilled from the dense model")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     path = args.data.split(":", 1)[-1]
@@ -127,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": args.data, "train_images": len(y), "test_images": len(data.test.y),
         "epochs": args.epochs, "tune_epochs": args.tune, "tune_lr_scale": TUNE_LR,
         "published_ratios": PUBLISHED, "codebook_gradient": "mean",
+        "distill": None if args.no_distill else {"temperature": DISTILL_T, "alpha": DISTILL_ALPHA},
     })  # fmt: skip
     CACHE.mkdir(exist_ok=True)
     ckpt = CACHE / f"weight_sharing_resnet8_e{args.epochs}_n{len(y)}.pt"
@@ -145,13 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     res["dense"] = {"test_accuracy": round(base, 4), "size_bytes": fp32}
     print(f"dense: test {base:.4f}, {fp32:,} bytes", flush=True)
     variants = res.setdefault("variants", {})
+    loss_fn = None if args.no_distill else distillation_loss_fn(
+        dense, temperature=DISTILL_T, alpha=DISTILL_ALPHA)  # fmt: skip
+    sparse_cache: dict[float, dict[str, torch.Tensor]] = {}
     for name in args.variants.split(","):
         if name in variants:
             print(f"{name}: kept from an earlier run")
             continue
         model = copy.deepcopy(dense)
         t0 = time.time()
-        spent = compress_variant(model, VARIANTS[name], x, y, tc, args.tune)
+        spent = compress_variant(model, VARIANTS[name], x, y, tc, args.tune, loss_fn=loss_fn,
+                                 sparse_cache=sparse_cache)  # fmt: skip
         acc = accuracy(model, data.test.x, data.test.y, tc)
         size = coded_size_bytes(model)
         layers = [dataclasses.asdict(c) for c in model_codings(
