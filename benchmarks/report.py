@@ -46,6 +46,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("latency_fidelity", "report_sections.latency:render"),
     ("compression", "report_sections.compression:render"),
     ("weight_sharing", "weight_sharing:render"),
+    ("signal_fidelity", "signal_fidelity:render"),
     ("ray_scaling", "report_sections.ray:render"),
     ("device_fidelity", "device_fidelity:render"),
     ("search_strategies", "search_strategies:render"),

@@ -58,7 +58,8 @@ CACHE = ROOT / ".cache"
 PUBLISHED = {"AlexNet (ImageNet)": 35, "VGG-16 (ImageNet)": 49, "LeNet-5 (MNIST)": 39}
 SPARSE_STEPS = 3
 TUNE_LR = 0.1
-DISTILL_T, DISTILL_ALPHA = 4.0, 0.7  # fine-tuning learns from the dense model's logits (Hinton et al.)
+# fine-tuning learns from the dense model's logits (Hinton et al.)
+DISTILL_T, DISTILL_ALPHA = 4.0, 0.7
 
 # variant -> (sparsity, clusters, weight bits) for every conv and linear layer
 VARIANTS: dict[str, tuple[float, int, int]] = {
@@ -123,8 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--quick", action="store_true")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--no-distill", action="store_true",
-                   help="fine-tune on the labels alone, not distilled from the dense model")
+    p.add_argument(
+        "--no-distill",
+        action="store_true",
+        help="fine-tune on the labels alone, not distilled from the dense model",
+    )
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     path = args.data.split(":", 1)[-1]

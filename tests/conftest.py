@@ -28,8 +28,9 @@ def trained_search(tmp_path_factory):
     """A tiny real search on digits, shared by the export tests: two trials of four epochs (its
     first trial reaches about 0.93 accuracy, enough that int8 rounding does not flip near-ties
     wholesale). Tests export from it into folders of their own and never write into it."""
-    import compactnas
     from filelock import FileLock
+
+    import compactnas
 
     # Under pytest-xdist the workers share one run: the first to get here trains it, in the folder
     # all the workers' temporary folders sit in, and the others wait for it and read it.
@@ -40,7 +41,9 @@ def trained_search(tmp_path_factory):
     with FileLock(str(out.parent) + ".lock"):
         if not (out / "summary.json").is_file():
             out.parent.mkdir(parents=True, exist_ok=True)
-            compactnas.run_search({"trials": 2, "epochs": 4, "seed": 0, "out": str(out)}, quiet=True)
+            compactnas.run_search(
+                {"trials": 2, "epochs": 4, "seed": 0, "out": str(out)}, quiet=True
+            )
     return out
 
 
