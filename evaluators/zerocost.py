@@ -45,6 +45,19 @@ def _weights(model: nn.Module) -> list[torch.Tensor]:
     return [m.weight for m in model.modules() if isinstance(m, _WEIGHTED)]
 
 
+def _forward_with_hook(
+    model: nn.Module, x: torch.Tensor, modules: list[nn.Module], hook: Callable[..., None]
+) -> None:
+    """One forward pass without gradients, ``hook`` seeing the output of each of ``modules``."""
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _log(value: float) -> float:
     return math.log(value) if value > 0 else float("nan")
 
@@ -76,13 +89,7 @@ def naswot(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         k.add_((c @ c.T + (1 - c) @ (1 - c).T).to(torch.float64))
         seen.append(True)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.ReLU)]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_with_hook(model, x, [m for m in model.modules() if isinstance(m, nn.ReLU)], hook)
     if not seen:
         return float("nan")
     sign, logdet = torch.linalg.slogdet(k)
@@ -131,14 +138,7 @@ def meco(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         corr = torch.nan_to_num(torch.corrcoef(fea))
         values.append(float(torch.linalg.eigvalsh(corr)[0]))
 
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_with_hook(model, x, [m for m in model.modules() if not list(m.children())], hook)
     return float(sum(values)) if values else float("nan")
 
 
