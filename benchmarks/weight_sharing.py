@@ -212,6 +212,11 @@ def render(ctx: object) -> list[str]:
         f"{d['train_images']:,} images; each variant fine-tuned {d['tune_epochs']} epochs per phase; "
         f"commit {str(d.get('commit', 'unknown'))[:12]}."
     )
+    if d.get("distill"):
+        out.append(
+            f"Fine-tuning was distilled from the dense model (T={d['distill']['temperature']}, "
+            f"alpha={d['distill']['alpha']})."
+        )
     if d.get("codebook_gradient") != "mean":
         out.append(
             "This run predates the mean codebook gradient: each shared value took the sum of its "
