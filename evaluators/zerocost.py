@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from scipy.stats import rankdata
 from torch import nn
 
 Proxy = Callable[[nn.Module, torch.Tensor, torch.Tensor], float]
@@ -200,17 +201,8 @@ def score(
 
 def ranks(values: Sequence[float]) -> list[float]:
     """Average ranks from 0 (lowest) upward, ties sharing their mean rank; ``nan`` ranks lowest."""
-    keyed = sorted(range(len(values)), key=lambda i: (not math.isnan(values[i]), values[i]))
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(keyed):
-        j = i
-        while j + 1 < len(keyed) and values[keyed[j + 1]] == values[keyed[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[keyed[k]] = (i + j) / 2
-        i = j + 1
-    return out
+    filled = [-math.inf if math.isnan(v) else v for v in values]
+    return [float(r) - 1.0 for r in rankdata(filled, method="average")]
 
 
 def rank_vote(table: Sequence[Mapping[str, float]], names: Sequence[str]) -> list[float]:
