@@ -74,6 +74,28 @@ def _search_parser(sub: Any) -> None:
     )
     g.add_argument("--trials", type=int, default=S, help="number of candidates (default 30)")
     g.add_argument(
+        "--screen",
+        type=int,
+        default=S,
+        metavar="N",
+        help="zero-cost screening: the sampler proposes N candidates per trained one and proxies "
+        "pick it (default 0: off)",
+    )
+    g.add_argument(
+        "--screen-proxies",
+        default=S,
+        help="comma-separated zero-cost proxies that vote (default synflow,naswot,meco; also jacov, "
+        "grad_norm, snip, params)",
+    )
+    g.add_argument(
+        "--screen-data",
+        default=S,
+        help="images for the proxies when --data is a table (npz:PATH, cifar10:DIR, ...)",
+    )
+    g.add_argument(
+        "--screen-batch", type=int, default=S, help="images in the proxies' minibatch (default 64)"
+    )
+    g.add_argument(
         "--time-budget",
         type=float,
         default=S,

@@ -16,6 +16,7 @@ from compactnas.core.onnx_runtime import HOST_RUNTIMES
 from compactnas.evaluators import list_evaluators
 from compactnas.evaluators.recipes import RECIPES, with_recipe
 from compactnas.evaluators.train import TrainConfig
+from compactnas.evaluators.zerocost import check_proxies
 from compactnas.search.strategies import parse_strategy
 
 BACKENDS = ("local", "ray")
@@ -90,6 +91,11 @@ class SearchConfig:
     early_stop: bool = False
     grace_epochs: int = 3
     halving_rate: int = 3
+    # Zero-cost screening (search/strategies/screening.py): N proposals proxy-scored per trained one
+    screen: int = 0  # 0 or 1: off
+    screen_proxies: str = "synflow,naswot,meco"  # zero-cost proxies whose rank vote screens
+    screen_data: str | None = None  # images for the proxies when data is a table (npz:PATH, ...)
+    screen_batch: int = 64  # images in the proxies' minibatch
 
     def __post_init__(self) -> None:
         if isinstance(self.objectives, str):
@@ -159,6 +165,14 @@ class SearchConfig:
                 )
         if self.halving_rate < 2:
             raise ConfigError(f"halving_rate must be >= 2, got {self.halving_rate}")
+        if self.screen < 0 or self.screen_batch < 2:
+            raise ConfigError(
+                f"screen must be >= 0 and screen_batch >= 2, got {self.screen} and {self.screen_batch}"
+            )
+        try:
+            check_proxies(p.strip() for p in self.screen_proxies.split(","))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
         if not self.cpus_per_trial > 0 or self.gpus_per_trial < 0:
@@ -225,7 +239,8 @@ def _coerce(name: str, value: Any) -> Any:
         expected = float
     if name in ("cpus_per_trial", "gpus_per_trial"):
         expected = float
-    if name in ("device", "tracking_uri", "address", "table_accuracy", "table_latency", "supernet"):
+    if name in ("device", "tracking_uri", "address", "table_accuracy", "table_latency", "supernet",
+                "screen_data"):  # fmt: skip
         expected = str
     if expected is bool:
         if not isinstance(value, bool):

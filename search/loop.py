@@ -36,6 +36,7 @@ from compactnas.search.storage import (
     requeue,
     trials_frame,
 )
+from compactnas.search.strategies.screening import Screen
 from compactnas.search.supernet.training import supernet_space
 from compactnas.search.table_candidate import check_table
 from compactnas.search.tracking import search_metrics
@@ -65,9 +66,8 @@ class SearchLoop:
     def __init__(self, cfg: SearchConfig, *, data: Dataset | None = None, quiet: bool = False):
         self.cfg = cfg
         self.objectives = resolve_objectives(cfg.objectives)
-        resolve_latency_model(
-            cfg, self.objectives
-        )  # an unknown device fails before data are loaded
+        # an unknown device fails before data are loaded
+        resolve_latency_model(cfg, self.objectives)
         self.data = (
             data if data is not None else load_data(cfg.data, seed=cfg.seed, resize=cfg.resize)
         )
@@ -85,6 +85,11 @@ class SearchLoop:
             cfg.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"cannot create output folder {cfg.out_dir}: {e.strerror}") from None
+        self.screen = None
+        if cfg.screen > 1:
+            classes = getattr(self.data, "num_classes", 10)
+            model = resolve_latency_model(cfg, self.objectives, num_classes=classes)
+            self.screen = Screen(cfg, self.data, self.objectives, model, cfg.out_dir)
         self.study = open_study(cfg, self.objectives)
         self.tracker, self.parent_id = open_tracking(cfg, self.study, self.objectives)
         self.progress = Progress(total=cfg.trials, quiet=quiet)
@@ -153,7 +158,11 @@ class SearchLoop:
         flying = {p.arch for p in self.in_flight.values()}
         while self.to_ask > 0:
             self.to_ask -= 1
+            screened = self._screen(flying)
             trial = self.study.ask()
+            if screened is not None and self.screen is not None:
+                trial.set_user_attr("screen", screened)
+                self.screen.chosen(trial.number)
             try:
                 arch = str(self.space.sample(trial))
             except Exception as e:  # noqa: BLE001 - a broken space fails its trial, not the search
@@ -174,6 +183,20 @@ class SearchLoop:
             self.in_flight[p.number] = p
             return p
         return None
+
+    def _screen(self, flying: set[str]) -> dict[str, Any] | None:
+        """With --screen N: the proxies' pick of N proposals, queued as the next trial."""
+        if self.screen is None:
+            return None
+        if self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return None  # a queued trial (a retry, a resumed one) is asked first, unscreened
+        taken = set(self.outcomes.seen) | flying | set(self.waiting)
+        picked = self.screen.propose(self.study, self.space, taken)
+        if picked is None:
+            return None
+        params, record = picked
+        self.study.enqueue_trial(params)
+        return record
 
     def _check_time_budget(self) -> None:
         budget = self.cfg.time_budget

@@ -119,6 +119,8 @@ def trials_frame(study: optuna.Study, objectives: list[Objective]) -> pd.DataFra
         row["error"] = t.user_attrs.get("error") or t.user_attrs.get("infeasible")
         row["duplicate_of"] = t.user_attrs.get("duplicate_of")
         row["duration_s"] = t.duration.total_seconds() if t.duration else None
+        if "screen" in t.user_attrs:  # --screen: the proxies' vote that chose this candidate
+            row["screen_vote"] = t.user_attrs["screen"].get("vote")
         rows.append(row)
     cols = ["trial", "state", "arch", *(o.metric for o in objectives), "error", "duplicate_of"]
     df = pd.DataFrame(rows)
