@@ -1,15 +1,16 @@
 """Zero-cost screening against the plain search, on NAS-Bench-201 tables where every value is exact.
 
     python benchmarks/screening.py [--pairs raspi4_ms,pixel3_ms,gold_6226_ms] [--seeds 5]
-        [--screen 10] [--trials 50] [--plain-trials 100] [--threads 1] [--quick]
+        [--screen 10] [--picks front,sampler] [--trials 50] [--plain-trials 100] [--threads 1]
+        [--quick]
 
-For each latency column (paired with the table's ``cifar100_test_acc``) and each seed, two whole
+For each latency column (paired with the table's ``cifar100_test_acc``) and each seed, whole
 ``compactnas search`` runs on the table (default sampler, SQLite study, MLflow tracking):
 
-- plain: ``--trials`` ``--plain-trials`` (100), today's default;
-- screened: ``--screen N --trials 50``: before each of the 50 looked-up candidates the sampler
-  proposes N, scored by the default proxies on one minibatch of cifar10_20k images (built at the
-  table's size), and the proxies pick the one looked up.
+- plain: ``--plain-trials`` (100) looked-up candidates, today's default;
+- screened, once per ``screen_pick`` rule in ``--picks``: ``--screen N --trials 50``: before each of
+  the 50 looked-up candidates the sampler proposes N, scored by the default proxies on one minibatch
+  of cifar10_20k images (built at the table's size), and the rule picks the one looked up.
 
 The score after each distinct evaluation is search_strategies' measure: HV(found) / HV(exact) of
 (accuracy, latency), reference point (the table's lowest accuracy, its largest latency). A looked-up
@@ -66,7 +67,9 @@ def curve(trials: pd.DataFrame, ref: tuple[float, float], hv_exact: float) -> li
     ]
 
 
-def run(table: Path, latency: str, seed: int, trials: int, screen: int, threads: int) -> dict:
+def run(
+    table: Path, latency: str, seed: int, trials: int, screen: int, pick: str, threads: int
+) -> dict:
     from compactnas.search.study import run_search
 
     with tempfile.TemporaryDirectory() as out:
@@ -82,7 +85,9 @@ def run(table: Path, latency: str, seed: int, trials: int, screen: int, threads:
             "threads": threads,
         }
         if screen > 1:
-            config.update(screen=screen, screen_data=f"npz:{SHARED / 'cifar10_20k.npz'}")
+            config.update(
+                screen=screen, screen_pick=pick, screen_data=f"npz:{SHARED / 'cifar10_20k.npz'}"
+            )
         t0 = time.time()
         result = run_search(config, quiet=True)
         seconds = time.time() - t0
@@ -96,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", default="raspi4_ms,pixel3_ms,gold_6226_ms")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--screen", type=int, default=10)
+    p.add_argument("--picks", default="front,sampler", help="screen_pick rules, each its own run")
     p.add_argument("--trials", type=int, default=50)
     p.add_argument("--plain-trials", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
@@ -109,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print("screening: ../shared/data is absent: skipped")
         return 0
     pairs = [c.strip() for c in args.pairs.split(",") if c.strip()]
+    picks = [c.strip() for c in args.picks.split(",") if c.strip()]
     if args.quick:
         pairs, args.seeds, args.screen = pairs[:1], 2, 5
     out = args.out or ROOT / "results" / f"screening{'_quick' if args.quick else ''}.json"
@@ -130,55 +137,53 @@ def main(argv: list[str] | None = None) -> int:
         ref = (float(acc.min()), float(lat.max()))
         hv_exact = hypervolume(acc, lat, ref)
         for seed in range(args.seeds):
-            for kind, trials, screen in (
-                ("plain", args.plain_trials, 0),
-                (f"screen{args.screen}", args.trials, args.screen),
+            for kind, trials, screen, pick in (
+                ("plain", args.plain_trials, 0, ""),
+                *(
+                    (f"screen{args.screen}-{pick}", args.trials, args.screen, pick)
+                    for pick in picks
+                ),
             ):
                 key = f"{latency}/{kind}/seed{seed}"
                 if key in runs:
                     continue
-                r = run(table, latency, seed, trials, screen, args.threads)
+                r = run(table, latency, seed, trials, screen, pick, args.threads)
                 runs[key] = {
                     "curve": curve(r["trials"], ref, hv_exact),
                     "seconds": r["seconds"],
                     "proxy_scored": r["proxy_scored"],
                 }
-                res["summary"] = summarise(runs, pairs, args)
+                res["summary"] = summarise(runs, args)
                 res.save()
                 c = runs[key]["curve"]
                 print(f"{key}: {len(c)} evaluations, HV ratio {c[-1]:.4f}, {r['seconds']:.0f} s",
                       flush=True)  # fmt: skip
-    res["summary"] = summarise(runs, pairs, args)
+    res["summary"] = summarise(runs, args)
     res.finish()
     for line in render_summary(res["summary"]):
         print(line)
     return 0
 
 
-def summarise(runs: dict, pairs: list[str], args: argparse.Namespace) -> dict:
+def summarise(runs: dict, args: argparse.Namespace) -> dict:
+    """Median HV ratio at each budget, per latency column and kind of run, over every run recorded
+    (runs of earlier invocations with other --pairs or --picks included)."""
     out: dict = {}
-    for latency in pairs:
-        entry: dict = {}
-        for kind in ("plain", f"screen{args.screen}"):
-            curves = [runs[k]["curve"] for k in runs if k.startswith(f"{latency}/{kind}/")]
-            if not curves:
-                continue
-            limit = args.plain_trials if kind == "plain" else args.trials
-            entry[kind] = {  # a run with duplicates made fewer distinct evaluations: its last value
-                str(b): round(statistics.median(c[min(b, len(c)) - 1] for c in curves), 5)
-                for b in BUDGETS
-                if b <= limit
-            }
-            entry[kind]["runs"] = len(curves)
-            entry[kind]["seconds"] = round(
-                float(
-                    np.median(
-                        [runs[k]["seconds"] for k in runs if k.startswith(f"{latency}/{kind}/")]
-                    )
-                ),
-                1,
-            )
-        out[latency] = entry
+    groups: dict[tuple[str, str], list[str]] = {}
+    for key in runs:
+        latency, kind, _ = key.split("/")
+        groups.setdefault((latency, kind), []).append(key)
+    for (latency, kind), keys in sorted(groups.items()):
+        curves = [runs[k]["curve"] for k in keys]
+        limit = args.plain_trials if kind == "plain" else args.trials
+        entry = {  # a run with duplicates made fewer distinct evaluations: its last value counts
+            str(b): round(statistics.median(c[min(b, len(c)) - 1] for c in curves), 5)
+            for b in BUDGETS
+            if b <= limit
+        }
+        entry["runs"] = len(curves)
+        entry["seconds"] = round(float(np.median([runs[k]["seconds"] for k in keys])), 1)
+        out.setdefault(latency, {})[kind] = entry
     return out
 
 

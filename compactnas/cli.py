@@ -96,6 +96,13 @@ def _search_parser(sub: Any) -> None:
         "--screen-batch", type=int, default=S, help="images in the proxies' minibatch (default 64)"
     )
     g.add_argument(
+        "--screen-pick",
+        choices=("front", "sampler"),
+        default=S,
+        help="which proposal is trained: the one predicted to add most to the front (front, "
+        "default) or the sampler's first non-dominated one (sampler)",
+    )
+    g.add_argument(
         "--time-budget",
         type=float,
         default=S,

@@ -20,6 +20,7 @@ from compactnas.evaluators.zerocost import check_proxies
 from compactnas.search.strategies import parse_strategy
 
 BACKENDS = ("local", "ray")
+SCREEN_PICKS = ("front", "sampler")
 SHARING_SPACES = ("mobile", "squeeze")  # the spaces whose stages sample sp/cl (share_weights)
 
 
@@ -96,6 +97,7 @@ class SearchConfig:
     screen_proxies: str = "synflow,naswot,meco"  # zero-cost proxies whose rank vote screens
     screen_data: str | None = None  # images for the proxies when data is a table (npz:PATH, ...)
     screen_batch: int = 64  # images in the proxies' minibatch
+    screen_pick: str = "front"  # which proposal is trained: "front" or "sampler" (see screening.py)
 
     def __post_init__(self) -> None:
         if isinstance(self.objectives, str):
@@ -168,6 +170,15 @@ class SearchConfig:
         if self.screen < 0 or self.screen_batch < 2:
             raise ConfigError(
                 f"screen must be >= 0 and screen_batch >= 2, got {self.screen} and {self.screen_batch}"
+            )
+        if self.screen_pick not in SCREEN_PICKS:
+            raise ConfigError(
+                f"unknown screen_pick {self.screen_pick!r} (choose from {', '.join(SCREEN_PICKS)})"
+            )
+        if self.screen > 1 and self.data.startswith("table:") and not self.screen_data:
+            raise ConfigError(
+                "screening a table search needs images for the proxies: --screen-data "
+                "(e.g. npz:PATH or cifar10:DIR)"
             )
         try:
             check_proxies(p.strip() for p in self.screen_proxies.split(","))

@@ -12,7 +12,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import optuna
+import pandas as pd
 import psutil
 import pytest
 from mlflow.tracking import MlflowClient
@@ -321,10 +323,17 @@ def _full_nb201_table(path):
 
 def test_table_search_on_cluster(cluster, tmp_path):
     # Nothing is trained: every worker looks its candidate up in the table and logs it to the server.
+    # Screened on the driver: 3 proposals per looked-up cell, proxies on a minibatch of digits.
     latency = _full_nb201_table(tmp_path / "nb201.csv")
     out = tmp_path / "ray-table"
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    np.savez(tmp_path / "digits.npz", x=digits.images.astype("float32"), y=digits.target)
     extra = ("--space", "nb201", "--data", f"table:{tmp_path / 'nb201.csv'}", "--sampler", "nsga2",
-             "--table-accuracy", "cifar100_test_acc", "--table-latency", "raspi4_ms")  # fmt: skip
+             "--table-accuracy", "cifar100_test_acc", "--table-latency", "raspi4_ms",
+             "--screen", "3", "--screen-data", f"npz:{tmp_path / 'digits.npz'}",
+             "--screen-batch", "16")  # fmt: skip
     proc = subprocess.run(
         _argv(out, cluster, 6, extra), capture_output=True, text=True, timeout=600
     )
@@ -339,6 +348,15 @@ def test_table_search_on_cluster(cluster, tmp_path):
         cell = to_nb201_string(parse_arch(row["arch"]))
         assert row["latency_ms"] == pytest.approx(latency[cell])
         assert 0.4 <= row["accuracy"] <= 0.7  # the table's percent, scaled to [0, 1]
+    screened = pd.read_csv(out / "screened.csv")
+    chosen = screened.dropna(subset=["chosen_for_trial"])
+    assert sorted(chosen.chosen_for_trial.astype(int)) == list(range(6))
+    assert len(screened) > 6  # proposals were scored and passed over
+    trials = pd.read_csv(out / "trials.csv")
+    assert trials.screen_vote.between(0, 1).all()
+    for _, t in trials.iterrows():  # the worker looked up the cell the proxies picked
+        assert t.arch == chosen[chosen.chosen_for_trial == t.trial].arch.item()
+        assert chosen[chosen.chosen_for_trial == t.trial].latency_ms.item() == t.latency_ms
     runs = _server_runs(cluster, out.name)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == s["mlflow"]["run_id"]]
     assert len(children) == 6 and all(c.info.status == "FINISHED" for c in children)

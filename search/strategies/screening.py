@@ -5,10 +5,17 @@ scratch copy of the study (the real study is not touched, and proposals still in
 count as running, so a sampler that spreads its workers' proposals spreads these too). Each proposal
 is built at initialisation and scored by zero-cost proxies on one minibatch (seconds on a CPU), and
 its cost objectives are computed as the search computes them before training (device-profile latency,
-size, parameters, MACs). The one trained is the first proposal, in the sampler's own order, that no
-other proposal dominates on (proxy vote, costs): the sampler's preference is kept unless the proxies
-say another candidate is at least as promising and no more expensive. While the sampler is still in
-its random start-up, that is a random draw from the non-dominated proposals: the start is warm.
+size, parameters, MACs). Which one is trained (``screen_pick``):
+
+- ``front`` (default): once five candidates are trained, a line fitted to their (proxy vote, accuracy)
+  predicts each proposal's accuracy, and the proposal whose predicted point adds most hypervolume to
+  the trained front is trained. Before that, when the line has no positive slope (the proxies do not
+  rank this search's candidates), or when no proposal is predicted to improve the front, the
+  ``sampler`` rule decides;
+- ``sampler``: the first proposal, in the sampler's own order, that no other proposal dominates on
+  (proxy vote, costs): the sampler's preference is kept unless the proxies say another candidate is
+  at least as promising and no more expensive. While the sampler is still in its random start-up,
+  that is a random draw from the non-dominated proposals: the start is warm.
 
 The proxy vote of a candidate is its mean percentile, over the chosen proxies, among every candidate
 this search has scored (so a vote is comparable across proposals and grows more precise as the search
@@ -25,8 +32,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
+
+# optuna's exact hypervolume (WFG); private module, stable since 3.x, the one its own samplers use
+from optuna._hypervolume import compute_hypervolume
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from scipy.stats import rankdata
 
@@ -37,12 +49,16 @@ from compactnas.evaluators.compression import build_pruned_model, is_pruned
 from compactnas.evaluators.counting import count_macs, count_parameters
 from compactnas.evaluators.table import table_keys
 from compactnas.spaces import create_model
+from compactnas.spaces.arch import parse_arch
 from compactnas.spaces.layers import size_bytes
 
 # The objectives a candidate's screening cost vector reads, and the metric each is.
 _COSTS = {"latency": "latency_ms", "size": "size_bytes", "params": "params", "macs": "macs",
           "energy": "energy_mj", "sram": "peak_sram_kb"}  # fmt: skip
 _ASKS_PER_CANDIDATE = 4  # a sampler that keeps proposing known architectures gets this many tries
+_MIN_TRAINED = (
+    5  # trained candidates before their (vote, accuracy) line predicts a proposal's accuracy
+)
 
 
 def nondominated_first(votes: Sequence[float], costs: Sequence[Sequence[float]]) -> int:
@@ -79,6 +95,7 @@ class Screen:
         out_dir: Path,
     ) -> None:
         self.n = int(cfg.screen)
+        self.rule = cfg.screen_pick
         self.seed = int(cfg.seed)
         self.proxies = zerocost.check_proxies(p.strip() for p in cfg.screen_proxies.split(","))
         # a table search's latency column is what the search reads before any accuracy: free, like a profile
@@ -109,6 +126,14 @@ class Screen:
         self.cost_shape = tuple(data.input_shape)
         self.cost_classes = data.num_classes
         self.costs = list(dict.fromkeys(costs or ["macs"]))
+        # The objectives' metrics in study order, for predicting a proposal's point on the front: only
+        # when accuracy is one and every other is a cost computed here in its own units.
+        self.metrics = [o.metric for o in objectives]
+        names = [o.name for o in objectives]
+        self.accuracy_at = names.index("accuracy") if "accuracy" in names else None
+        self.stand_in = any(
+            m not in self.costs for i, m in enumerate(self.metrics) if i != self.accuracy_at
+        )
         self.path = out_dir / "screened.csv"
         self.rows: dict[str, dict[str, Any]] = {}
         self._pending: tuple[str, dict[str, float]] | None = None
@@ -223,7 +248,10 @@ class Screen:
         archs = [a for _, a in proposals]
         votes = self.votes(archs)
         costs = [[self.rows[a][c] for c in self.costs] for a in archs]
-        pick = nondominated_first(votes, costs)
+        pick = self._front_pick(study, archs, votes) if self.rule == "front" else None
+        rule = "front"
+        if pick is None:
+            pick, rule = nondominated_first(votes, costs), "sampler"
         for i, arch in enumerate(archs):
             if i != pick and arch in fresh:  # a proposal passed over now may be proposed again
                 self._append(arch, self.rows[arch], None)
@@ -231,10 +259,56 @@ class Screen:
             "vote": round(votes[pick], 4),
             "rank_in_proposals": pick,
             "proposals": len(proposals),
+            "rule": rule,
             **{k: self.rows[archs[pick]][k] for k in self.proxies},
         }
         self._pending = (archs[pick], self.rows[archs[pick]])
         return proposals[pick][0], record
+
+    def _front_pick(self, study: optuna.Study, archs: list[str], votes: list[float]) -> int | None:
+        """The proposal that adds most to the front's hypervolume, its accuracy predicted from its
+        vote by a line fitted on the trained candidates; None while that cannot be decided (fewer
+        than ``_MIN_TRAINED`` trained, costs that stand in for other units, a fit without slope,
+        or no proposal predicted to improve the front): the non-dominated rule decides then."""
+        if self.stand_in or self.accuracy_at is None:
+            return None
+        done = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.values is not None and t.user_attrs.get("arch")
+        ]
+        if len(done) < _MIN_TRAINED:
+            return None
+        for t in done:  # a trained candidate the screen never saw (a retry, a resumed search)
+            if t.user_attrs["arch"] not in self.rows:
+                try:
+                    self.score(parse_arch(t.user_attrs["arch"]))
+                except Exception:  # noqa: BLE001 - a candidate that cannot be rebuilt is left out
+                    continue
+        done = [t for t in done if t.user_attrs["arch"] in self.rows]
+        trained_votes = np.array(self.votes([t.user_attrs["arch"] for t in done]))
+        accuracy = np.array([t.values[self.accuracy_at] for t in done], dtype=float)
+        if len(done) < _MIN_TRAINED or np.ptp(trained_votes) == 0:
+            return None
+        slope, intercept = np.polyfit(trained_votes, accuracy, 1)
+        if not slope > 0:  # the proxies do not rank this search's candidates: no prediction
+            return None
+        sign = np.array([-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in study.directions])
+        front = np.array([t.values for t in done], dtype=float) * sign
+        points = []
+        for arch, vote in zip(archs, votes, strict=True):
+            row = [self.rows[arch][m] if m in self.rows[arch] else math.nan for m in self.metrics]
+            row[self.accuracy_at] = slope * vote + intercept
+            points.append(row)
+        predicted = np.array(points, dtype=float) * sign
+        if not np.isfinite(predicted).all():
+            return None
+        reference = np.maximum(front.max(axis=0), predicted.max(axis=0))
+        reference = reference + 0.1 * np.abs(reference) + 1e-9
+        base = compute_hypervolume(front, reference)
+        gains = [compute_hypervolume(np.vstack([front, p]), reference) - base for p in predicted]
+        best = int(np.argmax(gains))
+        return best if gains[best] > 0 else None
 
     def chosen(self, number: int) -> None:
         """The picked proposal became trial ``number``: its row goes to the record with it."""
