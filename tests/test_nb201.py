@@ -124,3 +124,33 @@ def test_host_table_units_follow_the_cell_skeleton():
         t = build_unit(tail, num_classes=10).eval()
         assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in t.modules()) == 1
         assert t(torch.randn(2, 64, 8, 8)).shape == (2, 10)
+
+
+def test_one_shot_supernet_paths_are_the_stand_alone_networks():
+    import torch
+
+    from compactnas.evaluators.train import TrainConfig, train
+    from compactnas.spaces.nb201_supernet import NB201Supernet, recalibrate
+
+    torch.manual_seed(0)
+    net = NB201Supernet(num_classes=4, in_chans=1, channels=4)
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 4, (16,))
+    # Single-path training through the project's train(): each batch draws its own cell, so
+    # both convolutions of an edge receive updates.
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    net.sample_paths(0)
+    train(net, x, y, TrainConfig(epochs=4, batch_size=2, lr=0.05, optimizer="sgd", seed=0,
+                                 train_device="cpu", precision="fp32", augment="off"))  # fmt: skip
+    after = net.state_dict()
+    for conv in ("conv1", "conv3"):
+        key = f"stages.0.0.edges.0.{conv}.1.weight"
+        assert not torch.equal(before[key], after[key]), key
+    net.sample_paths(None)
+    for ops in ("123401", "000000", "334433"):
+        net.set_cell(ops)
+        recalibrate(net, [x[:8], x[8:]])
+        net.eval()
+        model = net.subnetwork(ops).eval()
+        assert torch.allclose(model(x), net(x), atol=1e-5)
+    with pytest.raises(ValueError, match="six operator indices"):
+        net.set_cell("12345")
