@@ -47,6 +47,8 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("compression", "report_sections.compression:render"),
     ("weight_sharing", "weight_sharing:render"),
     ("signal_fidelity", "signal_fidelity:render"),
+    ("screening", "screening:render"),
+    ("nb201_oneshot", "nb201_oneshot:render"),
     ("ray_scaling", "report_sections.ray:render"),
     ("device_fidelity", "device_fidelity:render"),
     ("search_strategies", "search_strategies:render"),

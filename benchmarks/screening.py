@@ -197,3 +197,36 @@ def render_summary(summary: dict) -> list[str]:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def render(ctx: object) -> list[str]:
+    """The REPORT.md section, from results/screening.json (benchmarks/report.py calls it)."""
+    d = ctx.data.get("screening")  # type: ignore[attr-defined]
+    out = ["## Zero-cost screening against the plain search (NAS-Bench-201 tables)", ""]
+    if not d or not d.get("summary"):
+        return out + ["Not run (no `screening.json` with a summary).", ""]
+    out.append(
+        f"Whole `compactnas search` runs on the table (default sampler): plain with "
+        f"{d['plain_trials']} looked-up candidates, screened with `--screen {d['screen']}` and "
+        f"{d['trials']} (each looked-up candidate picked from {d['screen']} proxy-scored proposals, "
+        "vote of synflow, naswot and meco on 64 cifar10_20k images). Median over seeds of "
+        "HV(found) / HV(exact) of (accuracy, latency) after each number of distinct evaluations; "
+        f"`{d['accuracy']}` with the latency column named; {d['threads']} torch thread(s); commit "
+        f"{str(d.get('commit', 'unknown'))[:12]}."
+    )
+    out += ["", "| latency | run | seeds | @10 | @25 | @50 | @100 | median s per search |",
+            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for latency, entry in d["summary"].items():
+        for kind, s in entry.items():
+            cells = [f"{s[b]:.4f}" if b in s else "" for b in ("10", "25", "50", "100")]
+            out.append(f"| {latency} | {kind} | {s['runs']} | {' | '.join(cells)} | "
+                       f"{s['seconds']:.0f} |")  # fmt: skip
+    out.append("")
+    for latency, entry in d["summary"].items():
+        plain = entry.get("plain", {}).get("100")
+        for kind, s in entry.items():
+            if kind != "plain" and plain is not None and "50" in s:
+                verdict = "reaches" if s["50"] >= plain else "falls short of"
+                out.append(f"- {latency}, {kind}: at 50 evaluations {s['50']:.4f}, {verdict} the "
+                           f"plain search's {plain:.4f} at 100 ({s['50'] - plain:+.4f}).")  # fmt: skip
+    return out + [""]
