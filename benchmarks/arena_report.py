@@ -93,13 +93,19 @@ def render_one(doc: dict[str, Any], results: Path, report_path: Path) -> list[st
         f" ({doc.get('train_examples')} training, {doc.get('test_examples')} test examples). Search: "
         f"{s.get('trials')} trials x {s.get('search_epochs')} epochs"
         f"{' on ' + str(s['subset']) + ' examples' if s.get('subset') else ''}; every model then "
-        f"trained from scratch with the same recipe on {doc.get('final_train_examples')} examples "
+        f"trained from scratch with the same recipe on "
+        f"{doc.get('final_train_examples') or s.get('final_subset') or 'all training'} examples "
         f"for {s.get('final_epochs')} epochs x "
         f"{s.get('seeds')} seed(s). Host: {doc.get('host')}.",
         "",
         "Step times: "
-        + ", ".join(
-            f"{k.removesuffix('_s')} {v / 60:.1f} min" for k, v in doc.get("steps", {}).items()
+        + (
+            ", ".join(
+                f"{k.removesuffix('_s')} {v / 60:.1f} min"
+                for k, v in doc.get("steps", {}).items()
+                if v is not None
+            )
+            or "none finished yet"
         )
         + (f"; total {doc['elapsed_s'] / 60:.1f} min." if "elapsed_s" in doc else ".")
         + (
