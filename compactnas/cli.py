@@ -9,9 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from compactnas import __version__
 from compactnas.core.errors import CompactnasError, ConfigError
 from compactnas.evaluators.recipes import RECIPES
+from compactnas.search.config import config_from_mapping, load_config_file
+from compactnas.search.results import load_summary
 from compactnas.search.strategies import STRATEGIES
+from compactnas.search.study import run_search
+from compactnas.search.tracking import search_ui_url
 
 EXIT_USAGE = 2
 
@@ -244,9 +249,6 @@ def _search_parser(sub: Any) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from compactnas.search.config import config_from_mapping, load_config_file
-    from compactnas.search.study import run_search
-
     values: dict[str, Any] = load_config_file(args.config) if args.config else {}
     skip = {"config", "quiet", "func", "command"}
     values.update({k: v for k, v in vars(args).items() if k not in skip})
@@ -316,8 +318,6 @@ def _show_parser(sub: Any) -> None:
 def _cmd_show(args: argparse.Namespace) -> int:
     import json
 
-    from compactnas.search.results import load_summary
-
     s = load_summary(Path(args.out))
     if args.json:
         print(json.dumps(s, indent=2))
@@ -351,8 +351,6 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}",
         "--default-artifact-root", (out / "mlartifacts").as_uri(), "--host", args.host, "--port", str(args.port),
     ]  # fmt: skip
-    from compactnas.search.tracking import search_ui_url
-
     url = search_ui_url(out, f"http://{args.host}:{args.port}")
     print(f"MLflow UI for {out}: open {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     os.execv(sys.executable, cmd)
@@ -360,8 +358,6 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from compactnas import __version__
-
     parser = _Parser(
         prog="compactnas",
         description="Neural-architecture search for compact models: architecture and compression searched "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from compactnas.search.dashboard import serve_dashboard
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -18,7 +20,5 @@ def add_parser(sub: Any) -> None:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from compactnas.search.dashboard import serve_dashboard
-
     serve_dashboard(args.out, host=args.host, port=args.port)
     return 0

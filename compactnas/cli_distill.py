@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from compactnas.cli_retrain import add_engine_options, add_start_options, engine_settings
+from compactnas.search.devices import device_folder
+from compactnas.search.workflows.distill import DistillConfig, run_distill
 
 
 def add_parser(sub: Any) -> None:
-    from compactnas.search.workflows.distill import DistillConfig
-
     d = DistillConfig()
     p = sub.add_parser(
         "distill",
@@ -61,9 +61,6 @@ def add_parser(sub: Any) -> None:
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
-    from compactnas.search.devices import device_folder
-    from compactnas.search.workflows.distill import DistillConfig, run_distill
-
     cfg = DistillConfig(
         top=args.top, seeds=args.seeds, epochs=args.epochs, temperature=args.temperature, alpha=args.alpha,
         teacher=args.teacher, teacher_model=args.teacher_model, teacher_epochs=args.teacher_epochs,

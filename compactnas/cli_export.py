@@ -8,7 +8,10 @@ import sys
 import warnings
 from typing import Any
 
+from compactnas.search.devices import device_folder
+from compactnas.search.export.edge import formats_for_device
 from compactnas.search.export.formats import CALIBRATIONS
+from compactnas.search.export.pipeline import ExportConfig, ExportWarning, export
 from compactnas.search.export.registry import formats_help
 from compactnas.search.workflows.pick import PICKS
 
@@ -70,13 +73,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from compactnas.search.devices import device_folder
-    from compactnas.search.export.pipeline import ExportConfig, ExportWarning, export
-
     formats = tuple(args.formats or ())
     if args.device and not formats:
-        from compactnas.search.export.edge import formats_for_device
-
         formats, note = formats_for_device(args.device)
         print(f"compactnas: {note}", file=sys.stderr)
     cfg = ExportConfig(

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from compactnas.core.errors import ConfigError
+from compactnas.search.backends import jobs
 
 _ADDRESS_HELP = "the cluster's job server (dashboard), http://HEAD:8265"
 
@@ -42,9 +43,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from compactnas.search.backends.jobs import submit_job
-
-    job_id, entrypoint = submit_job(
+    job_id, entrypoint = jobs.submit_job(
         args.address, args.args, working_dir=args.working_dir, job_id=args.job_id
     )
     print(job_id)
@@ -53,20 +52,16 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _follow(address: str, job_id: str) -> int:
-    from compactnas.search.backends.jobs import follow_job
-
     def write(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    status = follow_job(address, job_id, write)
+    status = jobs.follow_job(address, job_id, write)
     print(f"job {job_id}: {status}", file=sys.stderr)
     return 0 if status == "SUCCEEDED" else 1
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
-    from compactnas.search.backends import jobs
-
     if args.action == "list":
         listed = jobs.list_jobs(args.address)
         print(f"{'job id':<28} {'status':<10} {'started':<20} entrypoint")

@@ -10,10 +10,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from compactnas.core.errors import CompactnasError, ConfigError
+from compactnas.hw_profiles import (
+    build_table_profile,
+    calibrate,
+    list_devices,
+    load_profile,
+    predict,
+    user_profile_dir,
+    validate,
+    validate_measurements,
+    write_profile,
+)
+from compactnas.hw_profiles.kit import write_kit
 
 
 def _whole(minimum: int):
@@ -169,8 +182,6 @@ def _progress(label: str):
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from compactnas.hw_profiles import list_devices, load_profile
-
     for name in list_devices():
         try:
             p = load_profile(name)
@@ -181,8 +192,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from compactnas.hw_profiles import load_profile
-
     doc = load_profile(args.name).to_dict()
     if "table" in doc and not args.table:
         doc["table"] = f"{len(doc['table'])} entries (--table to list them)"
@@ -191,14 +200,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _target(out: Path | None, name: str) -> Path:
-    from compactnas.hw_profiles import user_profile_dir
-
     return out if out is not None else user_profile_dir() / f"{name}.json"
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from compactnas.hw_profiles import build_table_profile, write_profile
-
     if "/" in args.name or not args.name.strip():
         raise ConfigError(
             f"bad profile name '{args.name}' (a name, not a path; use --out for the file)"
@@ -229,10 +234,6 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from compactnas.hw_profiles import calibrate, write_profile
-
     base = args.base or args.name
     new, report = calibrate(
         base,
@@ -270,8 +271,6 @@ def _print_scores(result: dict[str, Any], what: str) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from compactnas.hw_profiles import validate, validate_measurements
-
     if args.measurements is not None:
         result = validate_measurements(
             args.name,
@@ -306,15 +305,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_kit(args: argparse.Namespace) -> int:
-    from compactnas.hw_profiles.kit import write_kit
-
     writer = None
     if args.fmt == "tflite":
-        from compactnas.search.export import edge
-        from compactnas.search.export.litert import write_tflite
+        # lazy: only --fmt tflite needs the search layer (keeps cli_profile off optuna, onnxruntime)
+        from compactnas.search.export import edge, litert
 
         edge.require("tflite")
-        writer = write_tflite
+        writer = litert.write_tflite
     shape = _shape(args)
     got = write_kit(args.out, space=args.space, n=args.n, fmt=args.fmt, input_shape=shape,
                     num_classes=args.num_classes, seed=args.seed, writer=writer)  # fmt: skip
@@ -327,8 +324,6 @@ def _cmd_kit(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from compactnas.hw_profiles import predict
-
     out = predict(args.name, args.arch, input_shape=_shape(args), num_classes=args.num_classes)
     if args.json:
         print(json.dumps(out, indent=2))

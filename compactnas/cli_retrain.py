@@ -6,10 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from compactnas.search.devices import device_folder
+from compactnas.search.workflows.retrain import RECIPE_CHOICES, RetrainConfig, run_retrain
+
 
 def add_parser(sub: Any) -> None:
-    from compactnas.search.workflows.retrain import RetrainConfig
-
     d = RetrainConfig()
     p = sub.add_parser(
         "retrain",
@@ -36,8 +37,6 @@ def add_parser(sub: Any) -> None:
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     """How and where the final training runs (retrain and distill)."""
-    from compactnas.search.workflows.retrain import RECIPE_CHOICES
-
     p.add_argument(
         "--recipe",
         default="final",
@@ -79,9 +78,6 @@ def add_start_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
-    from compactnas.search.devices import device_folder
-    from compactnas.search.workflows.retrain import RetrainConfig, run_retrain
-
     cfg = RetrainConfig(
         top=args.top, epochs=args.epochs, seeds=args.seeds, threads=args.threads, init=args.init,
         **engine_settings(args),

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from compactnas.search.supernet.epochs import SPACES, SupernetConfig
+from compactnas.search.supernet.training import train_supernet
+
 
 def add_parser(sub: Any) -> None:
-    from compactnas.search.supernet.epochs import SPACES, SupernetConfig
-
     d = SupernetConfig()
     p = sub.add_parser(
         "supernet",
@@ -72,9 +73,6 @@ def add_parser(sub: Any) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from compactnas.search.supernet.epochs import SupernetConfig
-    from compactnas.search.supernet.training import train_supernet
-
     cfg = SupernetConfig(
         space=args.space, data=args.data, resize=args.resize, subset=args.subset, seed=args.seed, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from compactnas.evaluators.teacher import DEFAULT_MODEL, TeacherConfig
+from compactnas.search.workflows.teacher import train_teacher
+
 
 def add_parser(sub: Any) -> None:
-    from compactnas.evaluators.teacher import DEFAULT_MODEL, TeacherConfig
-
     d = TeacherConfig()
     p = sub.add_parser(
         "teacher",
@@ -41,8 +42,6 @@ def add_parser(sub: Any) -> None:
 
 
 def _cmd_teacher(args: argparse.Namespace) -> int:
-    from compactnas.search.workflows.teacher import train_teacher
-
     t = train_teacher(
         args.data, args.out, model=args.model, epochs=args.epochs, lr=args.lr, seed=args.seed,
         resize=args.resize, threads=args.threads, force=args.force,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from compactnas.search.relog import track
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -18,8 +20,6 @@ def add_parser(sub: Any) -> None:
 
 
 def _cmd_track(args: argparse.Namespace) -> int:
-    from compactnas.search.relog import track
-
     parent, n = track(args.out, tracking_uri=args.tracking_uri)
     print(f"logged {n} trial run(s) under MLflow run {parent}")
     return 0
