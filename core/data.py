@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from compactnas.core.errors import DataError
-from compactnas.core.table_source import TableSource, read_table
+from compactnas.core.table_source import TableSource, existing_path, read_table
 
 _IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 # The fewest examples of each class a split may hold: one cannot be both trained on and measured.
@@ -204,16 +203,6 @@ def _digits(seed: int, resize: int | None) -> Dataset:
     d = load_digits()
     x = (d.images.astype(np.float32) / 16.0)[:, None]
     return _make("digits", x, d.target.astype(np.int64), seed=seed, resize=resize)
-
-
-def existing_path(path: str, kind: str) -> Path:
-    """The path of a ``kind:PATH`` data source, which must exist (one-line DataError otherwise)."""
-    if not path:
-        raise DataError(f"data source '{kind}:' needs a path, e.g. {kind}:/data/my_{kind}")
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise DataError(f"{kind}: no such file or directory: {p}")
-    return p
 
 
 def _npz(path: str, seed: int, resize: int | None) -> Dataset:

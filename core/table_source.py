@@ -4,6 +4,7 @@ by the table evaluator instead of trained."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compactnas.core.errors import DataError
@@ -38,6 +39,16 @@ class TableSource:
         raise AttributeError(name)
 
 
+def existing_path(path: str, kind: str) -> Path:
+    """The path of a ``kind:PATH`` data source, which must exist (one-line DataError otherwise)."""
+    if not path:
+        raise DataError(f"data source '{kind}:' needs a path, e.g. {kind}:/data/my_{kind}")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"{kind}: no such file or directory: {p}")
+    return p
+
+
 def _guess_classes(columns: list[str]) -> int:
     # NAS-Bench-201's tables name their data set in the metric columns.
     text = " ".join(columns).lower()
@@ -51,8 +62,6 @@ def _guess_classes(columns: list[str]) -> int:
 def read_table(path: str, resize: int | None, num_classes: int | None) -> TableSource:
     """``table:PATH``: a CSV with an ``arch`` column, one row per architecture (the first of repeats)."""
     import pandas as pd
-
-    from compactnas.core.data import existing_path
 
     p = existing_path(path, "table")
     try:

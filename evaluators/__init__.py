@@ -17,6 +17,7 @@ from compactnas.evaluators.compression import (
 from compactnas.evaluators.counting import count_macs, count_parameters
 from compactnas.evaluators.latency import measure_latency_ms
 from compactnas.evaluators.proxy import ProxyEvaluator
+from compactnas.evaluators.supernet import SupernetEvaluator
 from compactnas.evaluators.table import TableEvaluator
 from compactnas.evaluators.train import TrainConfig, accuracy, train
 
@@ -78,8 +79,6 @@ def _compress(*, train_config: TrainConfig, **_: Any) -> Evaluator:
 
 @register_evaluator("supernet")
 def _supernet(*, options: dict[str, Any], **_: Any) -> Evaluator:
-    from compactnas.evaluators.supernet import SupernetEvaluator
-
     if not options.get("supernet"):
         raise RegistryError(
             "the supernet evaluator needs a trained supernet's folder (--supernet DIR)"

@@ -14,6 +14,7 @@ from typing import Any
 
 from compactnas.core.errors import ConfigError, DataError
 from compactnas.spaces.arch import ArchSpec, as_spec, format_arch
+from compactnas.spaces.nb201 import to_nb201_string
 
 
 def check_table_columns(frame: Any, accuracy: str | None, latency: str | None) -> None:
@@ -33,8 +34,6 @@ def table_keys(spec: ArchSpec | str) -> list[str]:
     spec = as_spec(spec)
     keys = []
     if any(b.kind == "cell" for b in spec.stages):
-        from compactnas.spaces.nb201 import to_nb201_string
-
         try:
             keys.append(to_nb201_string(spec))
         except ValueError:

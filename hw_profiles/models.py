@@ -11,8 +11,10 @@ from functools import lru_cache
 
 from compactnas.core.errors import ConfigError, DataError
 from compactnas.hw_profiles import analysis, transfer
+from compactnas.hw_profiles.measure import time_round_robin
 from compactnas.hw_profiles.memory_plan import arena_bytes
 from compactnas.hw_profiles.profile import DeviceProfile
+from compactnas.hw_profiles.registry import load_profile
 from compactnas.hw_profiles.units import Unit, build_unit, network_units
 from compactnas.spaces.arch import ArchSpec
 
@@ -159,8 +161,6 @@ class TableModel(LatencyModel):
         return [u for u in self.units(spec, input_shape) if u.key not in self.table]
 
     def measure_missing(self, units: list[Unit]) -> None:
-        from compactnas.hw_profiles.measure import time_round_robin
-
         m = self.profile.measurement
         assert m is not None
         todo = list({u.key: u for u in units if u.key not in self.table}.values())
@@ -207,8 +207,6 @@ def create_latency_model(
     """The latency model a profile asks for, by device name, profile path or DeviceProfile."""
     if isinstance(profile_or_name, LatencyModel):
         return profile_or_name
-    from compactnas.hw_profiles.registry import load_profile
-
     profile = load_profile(profile_or_name)
     if profile.model == "table":
         return TableModel(profile, num_classes=num_classes, on_missing=on_missing)

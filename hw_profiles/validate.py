@@ -21,12 +21,13 @@ from scipy import stats
 
 from compactnas.core.errors import ConfigError
 from compactnas.core.host import host_description
+from compactnas.hw_profiles.calibrate import read_measurements
 from compactnas.hw_profiles.measure import Progress
 from compactnas.hw_profiles.models import LatencyModel, TableModel, create_latency_model
 from compactnas.hw_profiles.profile import DeviceProfile
 from compactnas.hw_profiles.registry import load_profile
 from compactnas.hw_profiles.tables import measure_networks
-from compactnas.spaces.arch import format_arch
+from compactnas.spaces.arch import as_spec, format_arch
 from compactnas.spaces.layers import count_macs
 from compactnas.spaces.registry import create_space
 from compactnas.spaces.sampling import sample_archs
@@ -130,8 +131,6 @@ def validate_measurements(
 ) -> dict[str, Any]:
     """Scores of a profile's predictions against measurements a user brings (CSV ``arch,ms``), beside
     MACs turned into milliseconds by one least-squares scale fitted on the same rows."""
-    from compactnas.hw_profiles.calibrate import read_measurements
-
     model = (
         profile_or_name
         if isinstance(profile_or_name, LatencyModel)
@@ -176,8 +175,6 @@ def predict(
     num_classes: int = 10,
 ) -> dict[str, Any]:
     """One architecture's predicted latency, and energy, peak SRAM and flash where the profile knows them."""
-    from compactnas.spaces.arch import as_spec
-
     model = (
         profile_or_name
         if isinstance(profile_or_name, LatencyModel)

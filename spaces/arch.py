@@ -263,6 +263,7 @@ def parse_arch(text: str) -> ArchSpec:
     if text != text.strip():
         raise ArchStringError("architecture string has leading or trailing whitespace")
     if text.startswith("|"):
+        # lazy: cycle spaces.arch -> spaces.nb201 (nb201 builds on arch)
         from compactnas.spaces.nb201 import (
             parse_nb201_string,  # the cell space builds on this module
         )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from compactnas.spaces.arch import ArchSpec, BlockSpec, as_spec
-from compactnas.spaces.cells import cell_layers, cut_off, res_layers
+from compactnas.spaces.cells import EDGES, OPS, cut_off, reaches_output
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +118,47 @@ def conv_layer(
 
 
 _conv = conv_layer
+
+
+def cell_layers(block: BlockSpec, prefix: str, chs: int, h: int, w: int, stage: int) -> list:
+    """One cell's operators: every edge (``zero`` for none; skip has none) and the node sums.
+
+    ``live`` marks what survives a graph compiler's dead-code elimination: a ``none`` edge adds nothing,
+    an edge into a node whose value never reaches the output is dropped, and a node sums only its
+    other edges. An edge reading a node that is constant (zero) still runs: constants are not propagated.
+    """
+    reach = reaches_output(block.ops)
+    out = []
+    for e, (to, i) in enumerate(EDGES):
+        op = OPS[int(block.ops[e])]
+        name = f"{prefix}.edge{to}{i}"
+        live = to in reach
+        if op.startswith("nor_conv"):
+            k = 3 if op == "nor_conv_3x3" else 1
+            out.append(replace(conv_layer(name, chs, chs, k, 1, h, w, stage=stage), live=live))
+        elif op != "skip_connect":
+            kind, k = ("pool", 3) if op == "avg_pool_3x3" else ("zero", 1)
+            out.append(Layer(name=name, op=kind, cin=chs, cout=chs, kernel=k, hin=h, win=w, hout=h, wout=w, stage=stage, live=live and kind != "zero"))  # fmt: skip
+        if to > 1 and i == to - 1:
+            # node ``to`` sums its ``to`` inputs: to - 1 additions (fewer once none edges are dropped)
+            terms = sum(block.ops[x] != "0" for x, (t, _) in enumerate(EDGES) if t == to)
+            for a in range(to - 1):
+                out.append(Layer(name=f"{prefix}.add{to}{a}", op="add", cin=chs, cout=chs, hin=h, win=w, hout=h, wout=w, stage=stage, live=to in reach and a < terms - 1))  # fmt: skip
+    return out
+
+
+def res_layers(cin: int, cout: int, stride: int, prefix: str, h: int, w: int, stage: int) -> list:
+    a = conv_layer(f"{prefix}.conv_a", cin, cout, 3, stride, h, w, stage=stage)
+    b = conv_layer(f"{prefix}.conv_b", cout, cout, 3, 1, a.hout, a.wout, stage=stage)
+    out = [a, b]
+    if stride == 2:
+        out.append(Layer(name=f"{prefix}.downsample.pool", op="pool", cin=cin, cout=cin, kernel=2, stride=2, hin=h, win=w, hout=h // 2, wout=w // 2, stage=stage))  # fmt: skip
+        out.append(conv_layer(f"{prefix}.downsample.conv", cin, cout, 1, 1, h // 2, w // 2, bn=False, stage=stage))  # fmt: skip
+    elif cin != cout:
+        out.append(conv_layer(f"{prefix}.downsample", cin, cout, 1, 1, h, w, stage=stage))
+    ho, wo = a.hout, a.wout
+    out.append(Layer(name=f"{prefix}.add", op="add", cin=cout, cout=cout, hin=ho, win=wo, hout=ho, wout=wo, stage=stage))  # fmt: skip
+    return out
 
 
 def _block_layers(

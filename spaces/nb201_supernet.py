@@ -22,6 +22,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from compactnas.spaces.build import create_model
 from compactnas.spaces.cells import EDGES, OPS, ReLUConvBN, ResBlock
 from compactnas.spaces.nb201 import CELLS_PER_STAGE, CHANNELS, nb201_spec
 
@@ -117,8 +118,6 @@ class NB201Supernet(nn.Module):
     def subnetwork(self, ops: str) -> nn.Module:
         """The stand-alone nb201 network of cell ``ops`` with this supernet's weights for it
         (batch-norm statistics included: recalibrate the supernet on the path first)."""
-        from compactnas.spaces import create_model
-
         self.set_cell(ops)
         model = create_model(
             nb201_spec(ops, channels=self.channels),
