@@ -11,7 +11,9 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["quickstart.ipynb", "custom_device.ipynb"])
+@pytest.mark.parametrize(
+    "name", ["quickstart.ipynb", "custom_device.ipynb", "measure_your_board.ipynb"]
+)
 def test_notebook_runs(name, tmp_path, monkeypatch):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
@@ -19,6 +21,7 @@ def test_notebook_runs(name, tmp_path, monkeypatch):
     monkeypatch.setenv("COMPACTNAS_NB_TRIALS", "3")
     monkeypatch.setenv("COMPACTNAS_NB_EPOCHS", "2")
     monkeypatch.setenv("COMPACTNAS_NB_ARCHS", "12")
+    monkeypatch.setenv("COMPACTNAS_NB_REPEATS", "5")
     monkeypatch.setenv("COMPACTNAS_NB_OUT", str(tmp_path / "out"))
     monkeypatch.setenv("COMPACTNAS_PROFILE_DIR", str(tmp_path / "profiles"))
     # Jupyter's own default, which the suite-wide Agg setting would otherwise override.
