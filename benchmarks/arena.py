@@ -16,9 +16,10 @@ Steps (each timed; results/arena_<data>.json rewritten after every measured item
 A baseline is dominated when a found model is at least as accurate (mean test accuracy over seeds) and at
 least as fast, strictly better in one (verdicts on ONNX Runtime's median and on each device's prediction).
 Images smaller than 32 px (digits) are resized to 32 for every model, found and baseline alike.
-``--resume`` keeps the baseline trainings of an earlier results file made on the same data with the same
-recipe, training examples and seeds (training them is most of the time); the search, retraining and
-timing always run again, so every model is timed in the same run.
+``--resume`` keeps what an earlier results file at --out already holds for the same settings: the
+search (its front is in the file, so a lost work folder does not matter once the front is retrained),
+the retrained front models, and every baseline training made on the same data with the same recipe,
+training examples and seeds. Timing always runs again, so every model is timed in the same run.
 """
 
 from __future__ import annotations
@@ -334,13 +335,21 @@ def run_search_step(args, s, data, resize, work, doc, path, prev=None) -> dict[s
         out=str(work / "search"), experiment="arena",
     )  # fmt: skip
     done = work / "search" / "summary.json"
-    if prev and (prev.get("search") or {}).get("config") == cfg.to_dict() and done.is_file():
-        summary = load_summary(work / "search")  # --resume: the same search already ran
-        doc["steps"]["search_s"] = (prev.get("steps") or {}).get("search_s")
-        doc["search"] = prev["search"]
-        say(f"search: kept from the earlier run ({len(summary['pareto'])} front models)")
-        write(path, doc)
-        return summary
+    if prev and (prev.get("search") or {}).get("config") == cfg.to_dict():
+        # --resume: the same search already ran. Its front is in the results file, so a lost work
+        # folder costs nothing unless the front models still have to be retrained.
+        if done.is_file():
+            summary = load_summary(work / "search")
+        elif "retrain_s" not in (prev.get("steps") or {}):
+            summary = None  # neither the folder nor the retrained models: search again
+        else:
+            summary = {"config": prev["search"]["config"], "pareto": prev["search"]["front"]}
+        if summary is not None:
+            doc["steps"]["search_s"] = (prev.get("steps") or {}).get("search_s")
+            doc["search"] = prev["search"]
+            say(f"search: kept from the earlier run ({len(summary['pareto'])} front models)")
+            write(path, doc)
+            return summary
     if (work / "search").exists():
         import shutil
 
@@ -356,9 +365,41 @@ def run_search_step(args, s, data, resize, work, doc, path, prev=None) -> dict[s
     return result.summary
 
 
-def run_retrain_step(s, data, work, doc, path) -> None:
+def kept_retrain(prev: dict[str, Any] | None, doc: dict[str, Any]) -> list[dict] | None:
+    """The earlier run's retrained front models, when this run would retrain the same ones the same
+    way: the same search front, final epochs, seeds and training examples."""
+    if (
+        not prev
+        or prev.get("search") != doc.get("search")
+        or "retrain_s" not in prev.get("steps", {})
+    ):
+        return None
+    same = ("final_epochs", "seeds", "final_subset")
+    if any((prev.get("settings") or {}).get(k) != doc["settings"].get(k) for k in same):
+        return None
+    if prev.get("final_train_examples") != doc.get("final_train_examples"):
+        return None
+    found = prev.get("found") or []
+    if sorted(f["trial"] for f in found) != sorted(r["trial"] for r in doc["search"]["front"]):
+        return None
+    return found
+
+
+def run_retrain_step(s, data, work, doc, path, prev=None) -> None:
     from compactnas.search.workflows.retrain import RetrainConfig, run_retrain
 
+    kept = kept_retrain(prev, doc)
+    if kept is not None:
+        doc["found"] = [dict(f) for f in kept]
+        doc["steps"]["retrain_s"] = prev["steps"]["retrain_s"]
+        say(f"retrain: kept from the earlier run ({len(kept)} front models)")
+        write(path, doc)
+        return
+    if not (work / "search" / "summary.json").is_file():
+        raise SystemExit(
+            f"arena: {work / 'search'} is gone and the earlier retraining does not match these "
+            "settings; run again without --resume"
+        )
     t0 = time.time()
     front = doc["search"]["front"]
     cfg = RetrainConfig(
@@ -534,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     say(
         f"retrain: {len(doc['search']['front'])} front models x {s['seeds']} seeds x {s['final_epochs']} epochs"
     )
-    run_retrain_step(s, final, work, doc, path)
+    run_retrain_step(s, final, work, doc, path, prev)
     tc = final_train_config(summary.get("config") or {}, epochs=s["final_epochs"], seed=s["seed"])
     recipe = asdict(tc)
     doc["recipe"] = recipe
