@@ -9,7 +9,6 @@ import warnings
 from typing import Any
 
 from compactnas.search.devices import device_folder
-from compactnas.search.export.edge import formats_for_device
 from compactnas.search.export.formats import CALIBRATIONS
 from compactnas.search.export.pipeline import ExportConfig, ExportWarning, export
 from compactnas.search.export.registry import formats_help
@@ -74,11 +73,9 @@ def add_parser(sub: Any) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     formats = tuple(args.formats or ())
-    if args.device and not formats:
-        formats, note = formats_for_device(args.device)
-        print(f"compactnas: {note}", file=sys.stderr)
     cfg = ExportConfig(
-        formats=formats or ("onnx",),
+        formats=formats or (() if args.device else ("onnx",)),
+        device=args.device,
         dest=args.dest,
         force=args.force,
         weights=args.weights,

@@ -13,6 +13,7 @@ from pathlib import Path
 from compactnas.core.errors import ConfigError, RegistryError
 from compactnas.hw_profiles.profile import DeviceProfile
 from compactnas.hw_profiles.profile_io import profile_from_json, read_profile
+from compactnas.hw_profiles.runtimes import Runtime, resolve_runtime
 
 _REGISTERED: dict[str, DeviceProfile | Path] = {}
 # A board's name alone means its default runtime (microcontroller profiles are per board and runtime).
@@ -105,3 +106,11 @@ def load_profile(name_or_path: str | os.PathLike | DeviceProfile) -> DeviceProfi
             profile_from_json(packaged[name].read_text(encoding="utf-8"), label=label), name, label
         )
     raise RegistryError(f"unknown device '{name}' (known: {', '.join(list_devices()) or 'none'})")
+
+
+def device_runtime(device: str | None) -> Runtime | None:
+    """The runtime a device profile names, or None (no device, or a profile that names none)."""
+    if not device:
+        return None
+    runtime = load_profile(device).runtime
+    return resolve_runtime(runtime, where=f"device '{device}'") if runtime else None

@@ -21,8 +21,9 @@ from optuna.trial import TrialState
 
 from compactnas.core.data import Dataset, TableSource, load_data, take_subset
 from compactnas.core.errors import ConfigError
+from compactnas.hw_profiles.registry import device_runtime
 from compactnas.search.candidate import resolve_latency_model
-from compactnas.search.config import SearchConfig
+from compactnas.search.config import SHARING_SPACES, SearchConfig
 from compactnas.search.early_stop import SuccessiveHalving
 from compactnas.search.objectives import resolve_objectives
 from compactnas.search.outcomes import Outcomes, Seen
@@ -41,6 +42,23 @@ from compactnas.search.supernet.training import supernet_space
 from compactnas.search.table_candidate import check_table
 from compactnas.search.tracking import search_metrics
 from compactnas.spaces import create_space
+
+
+def runtime_precisions(cfg: SearchConfig) -> dict[str, Any]:
+    """The bit-widths a compressed search for ``cfg.device`` may offer: what its runtime executes
+    (hw_profiles/runtimes.py), as the space's ``precisions``; nothing where any bit-width goes."""
+    if not (cfg.compress or cfg.share_weights) or cfg.space not in SHARING_SPACES:
+        return {}
+    runtime = device_runtime(cfg.device) if cfg.device and "," not in cfg.device else None
+    if runtime is None or runtime.precisions is None:
+        return {}
+    if cfg.share_weights:
+        raise ConfigError(
+            f"share_weights: device '{cfg.device}' runs {runtime.label}, whose files store dense "
+            "weights, so the coded size the search would optimise is not what it loads; search "
+            "without --device (the 'packed' export keeps coded weights)"
+        )
+    return {"precisions": runtime.precisions}
 
 
 @dataclass
@@ -79,7 +97,11 @@ class SearchLoop:
             check_table(cfg, self.data)
         sharing = {"share_weights": True} if cfg.share_weights else {}
         self.space = elastic or create_space(
-            cfg.space, image_size=self.data.image_size, compress=cfg.compress, **sharing
+            cfg.space,
+            image_size=self.data.image_size,
+            compress=cfg.compress,
+            **sharing,
+            **runtime_precisions(cfg),
         )
         try:
             cfg.out_dir.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,11 @@ import torch
 
 from compactnas.core.data import Dataset
 from compactnas.evaluators import count_macs, count_parameters, measure_latency_ms
+from compactnas.hw_profiles.registry import device_runtime
 from compactnas.search.config import SearchConfig
 from compactnas.spaces import ArchSpec
 from compactnas.spaces.layers import size_bytes
+from compactnas.spaces.storage import LAYOUTS, file_bytes, precision_pairs
 
 # A context manager the host-latency measurement runs in: the parallel backend pauses the other
 # workers' training inside it, so a candidate is timed on an otherwise quiet machine.
@@ -27,6 +29,20 @@ class Infeasible:
 
     reason: str
     violations: dict[str, float]  # constraint name -> amount over its limit (> 0)
+
+
+def searched_size_bytes(
+    spec: ArchSpec | str, shape: tuple[int, int, int], num_classes: int, device: str | None
+) -> int:
+    """The size a search counts: for a device whose runtime loads a file of known layout
+    (spaces/storage.py), that file's estimated size; else the weights at their own bit-widths
+    (spaces.layers.size_bytes, what the ``packed`` export stores)."""
+    runtime = device_runtime(device) if device and "," not in device else None
+    if runtime is not None:
+        fmt = runtime.format_for(precision_pairs(spec))
+        if fmt in LAYOUTS:
+            return file_bytes(spec, shape, num_classes, fmt)
+    return size_bytes(spec, shape, num_classes)
 
 
 def static_metrics(
@@ -46,7 +62,7 @@ def static_metrics(
     m: dict[str, float] = {
         "params": float(count_parameters(model)),
         "macs": float(count_macs(model, shape)),
-        "size_bytes": float(size_bytes(spec, shape, data.num_classes)),
+        "size_bytes": float(searched_size_bytes(spec, shape, data.num_classes, cfg.device)),
     }
     if latency_model is not None:
         m["latency_ms"] = float(latency_model.predict_ms(spec, shape))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 PRUNE_RATIOS = (0.0, 0.25, 0.5, 0.75)
@@ -11,16 +12,39 @@ ACT_BITS = (8, 32)
 SPARSITIES = (0.0, 0.5, 0.75, 0.9)
 CLUSTERS = (0, 16, 32)
 
+Precision = tuple[int, int]  # (weight bits, activation bits)
+
+
+def sample_precision(trial: Any, precisions: Sequence[Precision]) -> Precision:
+    """One (weight, activation) bit-width pair for the whole network, among what the target runtime
+    executes (hw_profiles/runtimes.py); a single choice is not a search dimension."""
+    if len(precisions) == 1:
+        return tuple(precisions[0])  # type: ignore[return-value]
+    names = {f"w{w}a{a}": (w, a) for w, a in precisions}
+    return names[trial.suggest_categorical("precision", tuple(names))]
+
+
+def precision_keys(precision: Precision | None) -> dict[str, int]:
+    """The stem's or head's bit-width fields for a whole-network precision (none without one)."""
+    return {} if precision is None else {"wbits": precision[0], "abits": precision[1]}
+
 
 def sample_compression(
-    trial: Any, stage: int, *, prunable: bool = True, sharing: bool = False
+    trial: Any,
+    stage: int,
+    *,
+    prunable: bool = True,
+    sharing: bool = False,
+    precision: Precision | None = None,
 ) -> dict[str, Any]:
     """Pruning ratio (only for stages with hidden channels) and weight/activation bit-widths; with
     ``sharing``, also a sparsity and a cluster count (a clustered stage keeps 32-bit weights: its
-    codebook is its quantizer)."""
+    codebook is its quantizer). A ``precision`` fixes the bit-widths (the whole network shares it)."""
     out: dict[str, Any] = {
         "prune": trial.suggest_categorical(f"s{stage}_pr", PRUNE_RATIOS) if prunable else 0.0
     }
+    if precision is not None:
+        return {**out, **precision_keys(precision)}
     if sharing:
         out["sparsity"] = trial.suggest_categorical(f"s{stage}_sp", SPARSITIES)
         out["clusters"] = trial.suggest_categorical(f"s{stage}_cl", CLUSTERS)

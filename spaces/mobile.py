@@ -11,7 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from compactnas.spaces.arch import ArchSpec, BlockSpec, HeadSpec, StemSpec
-from compactnas.spaces.compression import sample_compression
+from compactnas.spaces.compression import (
+    Precision,
+    precision_keys,
+    sample_compression,
+    sample_precision,
+)
 from compactnas.spaces.layout import stage_layout
 from compactnas.spaces.registry import register_space
 
@@ -28,11 +33,20 @@ class MobileSpace:
     image_size: int = 8
     compress: bool = False
     share_weights: bool = False
+    # With ``compress``: the (weight, activation) bit-widths the target runtime executes, one pair for
+    # the whole network (hw_profiles/runtimes.py); None samples them per stage.
+    precisions: tuple[Precision, ...] | None = None
 
     def sample(self, trial: Any) -> ArchSpec:
         stem_stride, strides, widths = stage_layout(self.image_size)
+        fixed = (
+            sample_precision(trial, self.precisions) if self.compress and self.precisions else None
+        )
         stem = StemSpec(
-            kernel=3, stride=stem_stride, channels=trial.suggest_categorical("stem_c", (8, 16, 24))
+            kernel=3,
+            stride=stem_stride,
+            channels=trial.suggest_categorical("stem_c", (8, 16, 24)),
+            **precision_keys(fixed),
         )
         stages = []
         for i, (stride, choices) in enumerate(zip(strides, widths, strict=True)):
@@ -49,14 +63,20 @@ class MobileSpace:
                     se=0.0 if kind == "cn" else trial.suggest_categorical(f"s{i}_se", SE_RATIOS),
                     **(
                         sample_compression(
-                            trial, i, prunable=kind in ("ir", "er"), sharing=self.share_weights
+                            trial,
+                            i,
+                            prunable=kind in ("ir", "er"),
+                            sharing=self.share_weights,
+                            precision=fixed,
                         )
                         if self.compress or self.share_weights
                         else {}
                     ),
                 )
             )
-        head = HeadSpec(channels=trial.suggest_categorical("head_c", (0, 64, 128)))
+        head = HeadSpec(
+            channels=trial.suggest_categorical("head_c", (0, 64, 128)), **precision_keys(fixed)
+        )
         return ArchSpec(stem=stem, stages=tuple(stages), head=head)
 
 

@@ -105,9 +105,23 @@ def test_edge_exports_logged_to_the_trial_run(search, exported):
 
 
 def test_stm32_profile_takes_tflite_int8():
-    formats, note = export_edge.formats_for_device("stm32f746")
-    assert formats == ("tflite-int8",)
+    fmt, note = export_edge.format_for_device("stm32f746")
+    assert fmt == "tflite-int8"
     assert "stm32f746" in note and "tflite-int8" in note
+
+
+def test_a_float_or_int8_runtime_takes_the_format_of_the_model_s_bit_widths():
+    from compactnas.spaces import parse_arch
+
+    int8 = parse_arch("stem_k3_s1_c8_wb8_ab8-ds_r1_k3_s2_e1_c16_wb8_ab8-head_c0_wb8_ab8")
+    mixed = parse_arch("stem_k3_s1_c8-ds_r1_k3_s2_e1_c16_wb8_ab8-head_c0")
+    assert export_edge.format_for_device("rpi4", int8)[0] == "tflite-int8"
+    assert export_edge.format_for_device("rpi4", mixed)[0] == "tflite"
+    assert (
+        export_edge.format_for_device("rpi4", parse_arch(str(mixed.without_compression())))[0]
+        == "tflite"
+    )
+    assert export_edge.format_for_device("stm32f746", mixed)[0] == "tflite-int8"  # int8 only
 
 
 def test_device_flag_picks_the_runtime_format(search, exported, capsys):

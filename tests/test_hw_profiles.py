@@ -440,9 +440,11 @@ def test_the_export_format_follows_the_runtime_field_not_the_description(tmp_pat
     )
     path = tmp_path / "p.json"
     path.write_text(json.dumps(doc))
-    assert format_for_device(str(path)) == ("onnx", "ONNX Runtime")
+    fmt, note = format_for_device(str(path))
+    assert fmt == "onnx" and "runs ONNX Runtime" in note
     doc.pop("runtime")
     path.write_text(json.dumps(doc))
-    assert format_for_device(str(path)) is None  # no runtime named: the description is not read
+    fmt, note = format_for_device(str(path))  # no runtime named: the description is not read
+    assert fmt == "onnx" and "names no runtime" in note
     with pytest.raises(ConfigError, match="unknown runtime 'coreml'"):
         profile_from_dict({**doc, "runtime": "coreml"}, label="x")

@@ -8,7 +8,12 @@ from typing import Any
 
 from compactnas.search.export import edge
 from compactnas.search.export.checks import quantize_calibrated
-from compactnas.search.export.formats import write_onnx, write_state_dict, write_torchscript
+from compactnas.search.export.formats import (
+    without_activation_quant,
+    write_onnx,
+    write_state_dict,
+    write_torchscript,
+)
 from compactnas.search.export.registry import ExportFormat, WriteJob, file_name, register_format
 
 
@@ -58,7 +63,8 @@ def _edge_writer(name: str) -> Any:
         calib = edge.calibration_images(
             job.data.train.x, job.settings.calibration_samples, job.seed
         )
-        return edge.write_edge(name, job.deploy, job.input_shape, path, calib)
+        model = without_activation_quant(job.deploy) if edge.EDGE_FORMATS[name].int8 else job.deploy
+        return edge.write_edge(name, model, job.input_shape, path, calib)
 
     return write
 

@@ -97,21 +97,28 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def check_formats(arch: str, formats: Sequence[str]) -> None:
-    """Refuse, before anything is written, formats that cannot represent the architecture."""
+    """Refuse, before anything is written, formats that cannot represent the architecture: an int8
+    format quantizes every layer to 8 bits with its own calibration, which keeps 8-bit layers (their
+    trained ranges are what it measures) but discards anything narrower."""
 
     spec = parse_arch(arch)
-    low = reduced_bits(spec)
+    narrow = [seg for seg in reduced_bits(spec) if not _only_8_bits(seg)]
 
     for fmt in formats:
         if FORMATS[fmt].require is not None:
             FORMATS[fmt].require()
     int8 = [f for f in formats if FORMATS[f].int8]
-    if int8 and low:
+    if int8 and narrow:
         raise ExportError(
             f"{int8[0]} cannot represent this architecture: it re-quantizes every layer to 8 bits with its "
-            f"own calibration, discarding the trained bit-widths of {', '.join(low)}; export 'onnx' or "
+            f"own calibration, discarding the trained bit-widths of {', '.join(narrow)}; export 'onnx' or "
             "'torchscript', which keep the model's own quantization"
         )
+
+
+def _only_8_bits(segment: str) -> bool:
+    """Whether a reduced_bits entry ("stage 2 (wb8 ab8)") names 8-bit widths only."""
+    return all(b.endswith("b8") for b in segment.rpartition("(")[2].rstrip(")").split())
 
 
 def rebuild(out: Path, summary: dict[str, Any], number: int, frozen: Any, weights: str) -> Rebuilt:

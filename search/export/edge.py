@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from compactnas.hw_profiles import load_profile
-from compactnas.hw_profiles.runtimes import resolve_runtime
+from compactnas.hw_profiles.registry import device_runtime
 from compactnas.search.export import executorch as et
 from compactnas.search.export import litert as lt
 from compactnas.search.export.base import ExportError
 from compactnas.search.export.executorch import PteModel
 from compactnas.search.export.litert import TfliteModel
+from compactnas.spaces.storage import precision_pairs
 
 EXTRA_HINT = "pip install 'compactnas[edge]'"
 
@@ -131,13 +131,15 @@ def is_edge_model(obj: Any) -> bool:
     return hasattr(obj, "edge_runtime")
 
 
-def format_for_device(device: str) -> tuple[str, str] | None:
-    """(format, runtime label) for a device profile that names its runtime, else None."""
-    profile = load_profile(device)
-    if not profile.runtime:
-        return None
-    runtime = resolve_runtime(profile.runtime, where=f"device '{device}'")
-    return runtime.export_format, runtime.label
+def format_for_device(device: str, spec: Any | None = None) -> tuple[str, str]:
+    """(format, a line saying why) for ``device``: what its runtime loads, for a model whose bit-widths
+    are those of ``spec`` (an ArchSpec: a w8/a8 model takes the runtime's int8 format); onnx for a
+    profile that names no runtime."""
+    runtime = device_runtime(device)
+    if runtime is None:
+        return "onnx", f"device '{device}' names no runtime; exporting onnx"
+    fmt = runtime.format_for(precision_pairs(spec)) if spec is not None else runtime.export_format
+    return fmt, f"device '{device}' runs {runtime.label}: exporting {fmt}"
 
 
 def card_lines(exports: dict[str, dict[str, Any]]) -> list[str]:
@@ -157,15 +159,6 @@ def card_lines(exports: dict[str, dict[str, Any]]) -> list[str]:
             )
         lines.append(f"{fmt} runs on: {EDGE_FORMATS[fmt].runtime}.")
     return lines
-
-
-def formats_for_device(device: str) -> tuple[tuple[str, ...], str]:
-    """The formats to export for ``device`` and a line saying why."""
-    found = format_for_device(device)
-    if found is None:
-        return ("onnx",), f"device '{device}' names no runtime; exporting onnx"
-    fmt, runtime = found
-    return (fmt,), f"device '{device}' runs {runtime}: exporting {fmt}"
 
 
 def calibration_images(x: torch.Tensor, n: int, seed: int) -> np.ndarray:

@@ -18,7 +18,11 @@ from torch.ao.quantization import FakeQuantize
 
 from compactnas.evaluators.clustering import bake, shared_of
 from compactnas.evaluators.compression import build_compressed_model, is_compressed
-from compactnas.evaluators.quantization import fake_quantize_weight, freeze_activation_quant
+from compactnas.evaluators.quantization import (
+    StaticActQuant,
+    fake_quantize_weight,
+    freeze_activation_quant,
+)
 from compactnas.search.export.base import ExportError, first_line, silenced
 from compactnas.spaces import create_model, parse_arch
 
@@ -170,6 +174,20 @@ def deployable(model: nn.Module) -> nn.Module:
                 m.weight.copy_(fake_quantize_weight(m.weight, bits))
                 m.weight_bits = 32  # already quantized: fake-quantizing again would be wasted work
     return baked.eval()
+
+
+def without_activation_quant(model: nn.Module) -> nn.Module:
+    """A copy of a deployable model whose frozen activation quantizers are gone: what a full-integer
+    int8 converter takes, since it quantizes every activation itself (from calibration ranges) and
+    would otherwise keep the round-and-clamp operators as extra work in the int8 graph."""
+    if not any(isinstance(m, StaticActQuant) for m in model.modules()):
+        return model
+    out = copy.deepcopy(model)
+    for name, m in list(out.named_modules()):
+        if isinstance(m, StaticActQuant):
+            parent_name, _, child = name.rpartition(".")
+            setattr(out.get_submodule(parent_name) if parent_name else out, child, nn.Identity())
+    return out.eval()
 
 
 def reduced_bits(spec: Any) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ from compactnas.search.export.dest import (
     staging,
     undo_created,
 )
+from compactnas.search.export.edge import format_for_device
 from compactnas.search.export.formats import (
     CALIBRATIONS,
     deployable,
@@ -78,9 +80,15 @@ class ExportConfig:
     mlflow: bool = True
     latency_min_run_time: float = 0.2
     threads: int = 1  # torch threads while exporting; timings always use one
+    # A device profile: with ``formats=()``, export what its runtime loads for this model's bit-widths
+    # (tflite-int8 for a w8/a8 model on LiteRT, tflite for a float one).
+    device: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "formats", parse_formats(self.formats))
+        if self.device and not self.formats:
+            object.__setattr__(self, "formats", ())
+        else:
+            object.__setattr__(self, "formats", parse_formats(self.formats))
         if self.weights not in ("auto", "trained", "retrained", "distilled"):
             raise ConfigError(
                 f"unknown weights '{self.weights}' (use auto, trained, retrained or distilled)"
@@ -146,6 +154,10 @@ def _export(
     ):  # looked up, not trained
         return export_table_trial(out, number, frozen, cfg, summary)
     r = rebuild(out, summary, number, frozen, cfg.weights)
+    if not cfg.formats:  # ExportConfig allows none only with a device: its runtime decides
+        fmt, note = format_for_device(str(cfg.device), parse_arch(r.arch))
+        cfg = dataclasses.replace(cfg, formats=(fmt,))
+        print(f"compactnas: {note}", file=sys.stderr)
     check_formats(r.arch, cfg.formats)
     dest = (
         Path(cfg.dest).expanduser().resolve() if cfg.dest else out / "exports" / f"trial_{number}"

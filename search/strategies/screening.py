@@ -48,9 +48,9 @@ from compactnas.evaluators import zerocost
 from compactnas.evaluators.compression import build_pruned_model, is_pruned
 from compactnas.evaluators.counting import count_macs, count_parameters
 from compactnas.evaluators.table import table_keys
+from compactnas.search.metrics import searched_size_bytes
 from compactnas.spaces import create_model
 from compactnas.spaces.arch import parse_arch
-from compactnas.spaces.layers import size_bytes
 
 # The objectives a candidate's screening cost vector reads, and the metric each is.
 _COSTS = {"latency": "latency_ms", "size": "size_bytes", "params": "params", "macs": "macs",
@@ -125,6 +125,7 @@ class Screen:
         # costs at the shapes the search counts them: a table's networks, else the images'
         self.cost_shape = tuple(data.input_shape)
         self.cost_classes = data.num_classes
+        self.device = getattr(cfg, "device", None)
         self.costs = list(dict.fromkeys(costs or ["macs"]))
         # The objectives' metrics in study order, for predicting a proposal's point on the front: only
         # when accuracy is one and every other is a cost computed here in its own units.
@@ -188,7 +189,9 @@ class Screen:
             if key == "params":
                 out[key] = float(count_parameters(model))
             elif key == "size_bytes":
-                out[key] = float(size_bytes(spec, self.cost_shape, self.cost_classes))
+                out[key] = float(
+                    searched_size_bytes(spec, self.cost_shape, self.cost_classes, self.device)
+                )
             elif key == "macs":
                 out[key] = float(count_macs(model, self.shape))
             elif key == "latency_ms" and self.table_latency is not None:

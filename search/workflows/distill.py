@@ -26,6 +26,7 @@ from compactnas.evaluators.distill import (
     retrain,
 )
 from compactnas.evaluators.teacher import TeacherConfig, get_teacher, load_teacher
+from compactnas.search.metrics import searched_size_bytes
 from compactnas.search.results import load_summary
 from compactnas.search.tracking import Tracker
 from compactnas.search.workflows.retrain import (
@@ -35,7 +36,7 @@ from compactnas.search.workflows.retrain import (
     initial_weights,
 )
 from compactnas.spaces import parse_arch
-from compactnas.spaces.layers import count_params, size_bytes
+from compactnas.spaces.layers import count_params
 
 log = logging.getLogger("compactnas")
 
@@ -210,7 +211,9 @@ def _distill_one(
             "arch": row["arch"],
             "search_accuracy": row["accuracy"],
             "params": count_params(spec, data.input_shape, data.num_classes),
-            "size_bytes": size_bytes(spec, data.input_shape, data.num_classes),
+            "size_bytes": searched_size_bytes(
+                spec, data.input_shape, data.num_classes, search_cfg.get("device")
+            ),
             "init": cfg.init,
             "seeds_done": s + 1,
             **{arm: {k: _stats(v) for k, v in vals.items()} for arm, vals in arms.items()},

@@ -27,11 +27,12 @@ from compactnas.evaluators import TrainConfig, accuracy, is_compressed
 from compactnas.evaluators.compression import compress
 from compactnas.evaluators.recipes import RECIPE_KEYS, RECIPES, recipe
 from compactnas.evaluators.train import train
+from compactnas.search.metrics import searched_size_bytes
 from compactnas.search.results import load_summary
 from compactnas.search.supernet.training import inherited_model_for
 from compactnas.search.tracking import Tracker
 from compactnas.spaces import create_model, parse_arch
-from compactnas.spaces.layers import count_params, size_bytes
+from compactnas.spaces.layers import count_params
 
 log = logging.getLogger("compactnas")
 
@@ -201,7 +202,9 @@ def run_retrain(
             "search_accuracy": row["accuracy"],
             "search_test_accuracy": row.get("test_accuracy"),
             "params": count_params(spec, data.input_shape, data.num_classes),
-            "size_bytes": size_bytes(spec, data.input_shape, data.num_classes),
+            "size_bytes": searched_size_bytes(
+                spec, data.input_shape, data.num_classes, scfg.get("device")
+            ),
             "seeds": [],
         }
         init = initial_weights(cfg.init, scfg, row["arch"], data)
