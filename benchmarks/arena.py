@@ -38,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _results import commit  # noqa: E402
 from arena_models import all_baselines, build_baseline, load_mcu  # noqa: E402
 from baselines import traced_layers, verdict  # noqa: E402
 
@@ -82,6 +83,8 @@ def say(msg: str) -> None:
 
 
 def write(path: Path, doc: dict[str, Any]) -> None:
+    """Atomically, with the commit of the code that measured it."""
+    doc.setdefault("commit", commit())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")

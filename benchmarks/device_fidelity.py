@@ -43,6 +43,9 @@ import pandas as pd
 from scipy import stats
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _results import commit  # noqa: E402
+
 RESULTS = HERE / "results" / "device_fidelity.json"
 DEFAULT_NB201 = HERE.parent.parent / "shared" / "data" / "nb201" / "nb201_hw.csv"
 DEFAULT_MCU = HERE.parent.parent / "shared" / "data" / "mcu" / "mcu_reference.json"
@@ -134,6 +137,8 @@ def predict_all(profile: Any, terms: list) -> np.ndarray:
 
 
 def write(doc: dict, out: Path) -> None:
+    """Atomically, with the commit of the code that measured it."""
+    doc.setdefault("commit", commit())
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
