@@ -118,14 +118,7 @@ def check(probes: list[dict], fmt: str, figures: dict[str, float]) -> list[dict]
     layout = dataclasses.replace(storage.LAYOUTS[fmt], **figures)
     out = []
     for p in probes:
-        shape = tuple(p["shape"])
-        c = storage.layer_counts(p["arch"], shape, 10)
-        est = (
-            storage.payload_bytes(p["arch"], shape, 10, layout.int8)
-            + layout.per_weighted_layer * c["weighted"]
-            + layout.per_other_layer * c["other"]
-            + layout.per_file
-        )
+        est = storage.file_bytes(p["arch"], tuple(p["shape"]), 10, fmt, layout)
         out.append({"probe": p["index"], "bytes": p["bytes"][fmt], "estimate": round(est),
                     "error": round(est / p["bytes"][fmt] - 1, 4)})  # fmt: skip
     return out

@@ -109,8 +109,9 @@ def load_profile(name_or_path: str | os.PathLike | DeviceProfile) -> DeviceProfi
 
 
 def device_runtime(device: str | None) -> Runtime | None:
-    """The runtime a device profile names, or None (no device, or a profile that names none)."""
-    if not device:
+    """The runtime a device profile names, or None: no device, a list of devices (``a,b``: one search
+    each, see search/devices.py), or a profile that names none."""
+    if not device or "," in device:
         return None
     runtime = load_profile(device).runtime
     return resolve_runtime(runtime, where=f"device '{device}'") if runtime else None

@@ -49,7 +49,7 @@ def runtime_precisions(cfg: SearchConfig) -> dict[str, Any]:
     (hw_profiles/runtimes.py), as the space's ``precisions``; nothing where any bit-width goes."""
     if not (cfg.compress or cfg.share_weights) or cfg.space not in SHARING_SPACES:
         return {}
-    runtime = device_runtime(cfg.device) if cfg.device and "," not in cfg.device else None
+    runtime = device_runtime(cfg.device)
     if runtime is None or runtime.precisions is None:
         return {}
     if cfg.share_weights:

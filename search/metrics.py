@@ -37,7 +37,7 @@ def searched_size_bytes(
     """The size a search counts: for a device whose runtime loads a file of known layout
     (spaces/storage.py), that file's estimated size; else the weights at their own bit-widths
     (spaces.layers.size_bytes, what the ``packed`` export stores)."""
-    runtime = device_runtime(device) if device and "," not in device else None
+    runtime = device_runtime(device)
     if runtime is not None:
         fmt = runtime.format_for(precision_pairs(spec))
         if fmt in LAYOUTS:

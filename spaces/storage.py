@@ -30,9 +30,8 @@ WEIGHTED = ("conv", "dwconv", "linear")
 class FileLayout:
     name: str  # the export format
     int8: bool  # weights and activations stored as int8 with their quantization parameters
-    per_weighted_layer: (
-        float  # structure bytes per conv/linear (its weight, bias and output tensors)
-    )
+    # structure bytes per conv/linear (its weight, bias and output tensors)
+    per_weighted_layer: float
     per_other_layer: float  # structure bytes per other operator (its output tensor, any constants)
     per_file: float  # header, operator codes, signature, metadata
     source: str  # where the structure figures come from
@@ -91,10 +90,14 @@ def payload_bytes(
 
 
 def file_bytes(
-    spec: ArchSpec | str, input_shape: tuple[int, int, int], num_classes: int, fmt: str
+    spec: ArchSpec | str,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    fmt: str,
+    layout: FileLayout | None = None,
 ) -> int:
-    """Estimated size of ``spec`` exported as ``fmt`` (a key of LAYOUTS)."""
-    layout = LAYOUTS[fmt]
+    """Estimated size of ``spec`` exported as ``fmt`` (a key of LAYOUTS), or with ``layout``'s figures."""
+    layout = layout or LAYOUTS[fmt]
     c = layer_counts(spec, input_shape, num_classes)
     structure = (
         layout.per_weighted_layer * c["weighted"]

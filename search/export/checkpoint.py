@@ -102,7 +102,7 @@ def check_formats(arch: str, formats: Sequence[str]) -> None:
     trained ranges are what it measures) but discards anything narrower."""
 
     spec = parse_arch(arch)
-    narrow = [seg for seg in reduced_bits(spec) if not _only_8_bits(seg)]
+    narrow = reduced_bits(spec, below=8)
 
     for fmt in formats:
         if FORMATS[fmt].require is not None:
@@ -114,11 +114,6 @@ def check_formats(arch: str, formats: Sequence[str]) -> None:
             f"own calibration, discarding the trained bit-widths of {', '.join(narrow)}; export 'onnx' or "
             "'torchscript', which keep the model's own quantization"
         )
-
-
-def _only_8_bits(segment: str) -> bool:
-    """Whether a reduced_bits entry ("stage 2 (wb8 ab8)") names 8-bit widths only."""
-    return all(b.endswith("b8") for b in segment.rpartition("(")[2].rstrip(")").split())
 
 
 def rebuild(out: Path, summary: dict[str, Any], number: int, frozen: Any, weights: str) -> Rebuilt:

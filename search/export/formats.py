@@ -190,8 +190,9 @@ def without_activation_quant(model: nn.Module) -> nn.Module:
     return out.eval()
 
 
-def reduced_bits(spec: Any) -> list[str]:
-    """Segments of ``spec`` that carry weight or activation bit-widths below 32, as text."""
+def reduced_bits(spec: Any, below: int = 32) -> list[str]:
+    """Segments of ``spec`` with a weight or activation bit-width under ``below``, as text naming
+    their reduced (under 32) bit-widths."""
     out = []
     parts = [
         ("stem", spec.stem),
@@ -199,8 +200,9 @@ def reduced_bits(spec: Any) -> list[str]:
         ("head", spec.head),
     ]
     for where, seg in parts:
+        if min(seg.wbits, seg.abits) >= below:
+            continue
         bits = [f"wb{seg.wbits}"] if seg.wbits < 32 else []
         bits += [f"ab{seg.abits}"] if seg.abits < 32 else []
-        if bits:
-            out.append(f"{where} ({' '.join(bits)})")
+        out.append(f"{where} ({' '.join(bits)})")
     return out

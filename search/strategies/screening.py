@@ -125,7 +125,7 @@ class Screen:
         # costs at the shapes the search counts them: a table's networks, else the images'
         self.cost_shape = tuple(data.input_shape)
         self.cost_classes = data.num_classes
-        self.device = getattr(cfg, "device", None)
+        self.device = cfg.device
         self.costs = list(dict.fromkeys(costs or ["macs"]))
         # The objectives' metrics in study order, for predicting a proposal's point on the front: only
         # when accuracy is one and every other is a cost computed here in its own units.
