@@ -19,7 +19,10 @@ Images smaller than 32 px (digits) are resized to 32 for every model, found and 
 ``--resume`` keeps what an earlier results file at --out already holds for the same settings: the
 search (its front is in the file, so a lost work folder does not matter once the front is retrained),
 the retrained front models, and every baseline training made on the same data with the same recipe,
-training examples and seeds. Timing always runs again, so every model is timed in the same run.
+training examples and seeds. A baseline training in progress writes its state to the work folder after
+every epoch (``baseline_ckpt/``), and a resumed run carries it on from there. Baselines train cheapest
+first (multiply-accumulates), so a stopped run has measured as many as it could. Timing always runs
+again, so every model is timed in the same run.
 """
 
 from __future__ import annotations
@@ -119,8 +122,11 @@ def _init_worker(
     _DATA = take_subset(load_data(source, seed=seed, resize=resize), train=final_subset, seed=seed)
 
 
-def _train_job(name: str, seed_index: int, recipe: dict[str, Any], mcu_path: str | None) -> dict:
-    """One baseline, one seed: trained from a seeded init with the final recipe on the whole split."""
+def _train_job(
+    name: str, seed_index: int, recipe: dict[str, Any], mcu_path: str | None, ckpt_dir: str | None = None
+) -> dict:
+    """One baseline, one seed: trained from a seeded init with the final recipe on the whole split,
+    its state written after every epoch to ``ckpt_dir`` (and carried on from there when present)."""
     import torch
 
     from compactnas.evaluators import TrainConfig, accuracy
@@ -140,9 +146,11 @@ def _train_job(name: str, seed_index: int, recipe: dict[str, Any], mcu_path: str
         curve.append(round(acc, 4))
         return False
 
-    loss = train(model, data.train.x, data.train.y, tc, val=(data.val.x, data.val.y),
-                 report=report)["loss"]  # fmt: skip
-    return {
+    ckpt = Path(ckpt_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}_{tc.seed}.pt" if ckpt_dir else None
+    out = train(model, data.train.x, data.train.y, tc, val=(data.val.x, data.val.y),
+                report=report, checkpoint=ckpt)  # fmt: skip
+    loss = out["loss"]
+    res = {
         "name": name,
         "seed": tc.seed,
         "val_curve": curve,
@@ -153,6 +161,11 @@ def _train_job(name: str, seed_index: int, recipe: dict[str, Any], mcu_path: str
         "train_loss": float(loss),
         "seconds": round(time.time() - t0, 2),
     }
+    if out["resumed_from"]:  # its seconds are this process's only: say from which epoch it ran
+        res["resumed_from_epoch"] = int(out["resumed_from"])
+    if ckpt is not None:
+        ckpt.unlink(missing_ok=True)
+    return res
 
 
 # -- static facts, timing, predictions --------------------------------------------------------------
@@ -433,9 +446,23 @@ def reusable_baselines(prev: dict[str, Any] | None, doc: dict[str, Any]) -> dict
     return {n: list(b.get("seeds") or []) for n, b in prev.get("baselines", {}).items()}
 
 
-def run_baselines_step(args, s, names, recipe, resize, data, doc, path, reuse=None) -> None:
+def cheapest_first(names: Sequence[str], data: Any, mcu_path: str | None) -> list[str]:
+    """Baseline names in order of multiply-accumulates per image, so a stopped run has the most done."""
+    from compactnas.evaluators import count_macs
+
+    mcu = load_mcu(Path(mcu_path)) if mcu_path else None
+    shape, nc = data.input_shape, data.num_classes
+
+    def macs(n: str) -> int:
+        return count_macs(build_baseline(n, num_classes=nc, in_chans=shape[0], mcu=mcu)[0], shape)
+
+    return sorted(names, key=macs)
+
+
+def run_baselines_step(args, s, names, recipe, resize, data, doc, path, reuse=None, work=None) -> None:
     t0 = time.time()
     mcu = str(args.mcu) if args.mcu.is_file() else None
+    ckpt_dir = str(Path(work) / "baseline_ckpt") if work is not None else None
     seeds: dict[str, list[dict]] = {n: [] for n in names}
     kept = 0
     for n in names:
@@ -446,7 +473,7 @@ def run_baselines_step(args, s, names, recipe, resize, data, doc, path, reuse=No
                 kept += 1
     jobs = [
         (n, i)
-        for n in names
+        for n in cheapest_first(names, data, mcu)
         for i in range(s["seeds"])
         if all(r["seed"] != recipe["seed"] * 1000 + i for r in seeds[n])
     ]
@@ -477,12 +504,12 @@ def run_baselines_step(args, s, names, recipe, resize, data, doc, path, reuse=No
         global _DATA
         _DATA = data  # already loaded here
         for n, i in jobs:
-            record(_train_job(n, i, recipe, mcu))
+            record(_train_job(n, i, recipe, mcu, ckpt_dir))
     else:
         import multiprocessing as mp
 
         with ProcessPoolExecutor(s["workers"], mp.get_context("spawn"), _init_worker, init) as pool:
-            futs = [pool.submit(_train_job, n, i, recipe, mcu) for n, i in jobs]
+            futs = [pool.submit(_train_job, n, i, recipe, mcu, ckpt_dir) for n, i in jobs]
             for f in as_completed(futs):
                 record(f.result())
     doc["steps"]["baselines_s"] = round(time.time() - t0, 1)
@@ -590,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if reuse:
         doc["earlier_baselines_s"] = (prev.get("steps") or {}).get("baselines_s")
-    run_baselines_step(args, s, names, recipe, resize, final, doc, path, reuse)
+    run_baselines_step(args, s, names, recipe, resize, final, doc, path, reuse, work)
     say("timing and predictions")
     run_measure_step(args, s, data, names, doc, path)
     doc["status"] = "complete"

@@ -10,8 +10,11 @@ with a gradient scaler otherwise) and fp32 on the CPU, where bf16 autocast is sl
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -254,11 +257,19 @@ def train(
     loss_fn: LossFn | None = None,
     lr_scale: float = 1.0,
     epochs: int | None = None,
+    checkpoint: Path | None = None,
 ) -> dict[str, float]:
     """Train in place on ``cfg.train_device``. After each epoch, ``report(epoch, val_accuracy)`` may stop
     training early. The model comes back where it was (and, with ``cfg.ema``, holds the averaged weights).
 
-    Raises TrialDiverged on a non-finite loss. Returns {'epochs': run, 'loss': last, 'stopped_early': 0/1}.
+    With ``checkpoint``, the whole training state (weights, optimizer, schedule, weight average, random
+    generator, the reports so far) is written there after every epoch, and a training started again with
+    the same file, settings and data carries on from its last finished epoch: ``report`` is called again
+    for the restored epochs, in order, so a caller's curve is whole. A file from other settings is
+    ignored and overwritten.
+
+    Raises TrialDiverged on a non-finite loss. Returns {'epochs': run, 'loss': last, 'stopped_early': 0/1,
+    'resumed_from': the checkpoint's epoch it carried on from, 0 if none}.
     """
     epochs = epochs or cfg.epochs
     dev = resolve_train_device(cfg.train_device)
@@ -270,8 +281,12 @@ def train(
         # faster, and lets tensor cores take convolutions on a GPU.
         model.to(memory_format=torch.channels_last)
         try:
+            saver = (
+                _EpochCheckpoint(checkpoint, cfg, epochs, lr_scale, x, y) if checkpoint else None
+            )
             stats = _train_on(model, x.to(dev), y.to(dev), cfg, epochs, dev, prec, gen, mode,
-                              val=val, report=report, loss_fn=loss_fn, lr_scale=lr_scale)  # fmt: skip
+                              val=val, report=report, loss_fn=loss_fn, lr_scale=lr_scale,
+                              saver=saver)  # fmt: skip
         finally:
             model.to(memory_format=torch.contiguous_format)
     return stats
@@ -292,6 +307,7 @@ def _train_on(
     report: Report | None,
     loss_fn: LossFn | None,
     lr_scale: float,
+    saver: _EpochCheckpoint | None = None,
 ) -> dict[str, float]:
     opt = make_optimizer(model, cfg, cfg.lr * lr_scale)
     steps_per_epoch = max(1, math.ceil(len(y) / cfg.batch_size))
@@ -316,8 +332,15 @@ def _train_on(
     model.train()
     last_loss = float("nan")
     stopped = False
-    epoch = 0
-    for epoch in range(1, epochs + 1):
+    first = 0
+    reports: list[float] = []
+    if saver is not None:
+        first, last_loss, reports = saver.restore(model, opt, sched, scaler, ema, gen)
+        for e, acc in enumerate(reports, 1):
+            if report is not None and report(e, acc):
+                stopped = True
+    epoch = first
+    for epoch in range(first + 1, (first if stopped else epochs) + 1):
         perm = torch.randperm(len(y), generator=gen).to(dev)
         running = torch.zeros((), device=dev)
         for i in range(0, len(y), cfg.batch_size):
@@ -349,9 +372,65 @@ def _train_on(
             acc = accuracy(model, *val, cfg)
             if ema is not None:
                 ema.swap()
-            if report(epoch, acc):
-                stopped = True
-                break
+            reports.append(acc)
+            stopped = report(epoch, acc)
+        if saver is not None:
+            saver.save(epoch, last_loss, reports, model, opt, sched, scaler, ema, gen)
+        if stopped:
+            break
     if ema is not None:
         ema.swap()  # the averaged weights are the trained model
-    return {"epochs": float(epoch), "loss": last_loss, "stopped_early": float(stopped)}
+    return {
+        "epochs": float(epoch), "loss": last_loss, "stopped_early": float(stopped),
+        "resumed_from": float(first),
+    }  # fmt: skip
+
+
+class _EpochCheckpoint:
+    """The state of one training after an epoch, in one file, written atomically."""
+
+    def __init__(
+        self, path: Path, cfg: TrainConfig, epochs: int, lr_scale: float, x: torch.Tensor, y: torch.Tensor
+    ) -> None:
+        self.path = Path(path)
+        # What must match for the file to be the same training: settings and the data's shape and sums.
+        self.key = {
+            **asdict(cfg), "epochs": epochs, "lr_scale": lr_scale, "x": list(x.shape),
+            "x_sum": float(x.double().sum()), "y_sum": int(y.long().sum()),
+        }  # fmt: skip
+
+    def restore(self, model, opt, sched, scaler, ema, gen) -> tuple[int, float, list[float]]:
+        if not self.path.is_file():
+            return 0, float("nan"), []
+        try:
+            blob = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception:  # a torn or foreign file: start over
+            return 0, float("nan"), []
+        if not isinstance(blob, dict) or blob.get("key") != self.key:
+            return 0, float("nan"), []
+        model.load_state_dict(blob["model"])
+        opt.load_state_dict(blob["opt"])
+        if sched is not None:
+            sched.load_state_dict(blob["sched"])
+        if scaler is not None and blob.get("scaler"):
+            scaler.load_state_dict(blob["scaler"])
+        if ema is not None:
+            dev = next(iter(ema.avg.values())).device
+            ema.avg = {k: v.to(dev) for k, v in blob["ema"].items()}
+            ema.steps = blob["ema_steps"]
+        gen.set_state(blob["gen"])
+        return blob["epoch"], blob["loss"], list(blob["reports"])
+
+    def save(self, epoch, loss, reports, model, opt, sched, scaler, ema, gen) -> None:
+        blob: dict[str, Any] = {
+            "key": self.key, "epoch": epoch, "loss": loss, "reports": list(reports),
+            "model": model.state_dict(), "opt": opt.state_dict(),
+            "sched": sched.state_dict() if sched is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "ema": ema.avg if ema is not None else None,
+            "ema_steps": ema.steps if ema is not None else 0, "gen": gen.get_state(),
+        }  # fmt: skip
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, self.path)

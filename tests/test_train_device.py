@@ -186,3 +186,48 @@ def test_final_training_options_are_checked_in_one_line(tmp_path, capsys, argv, 
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_training_stopped_mid_way_resumes_from_its_checkpoint_to_the_same_weights(digits, tmp_path):
+    """A training killed after epoch 2 of 4 and started again with its checkpoint ends where an
+    uninterrupted one does, with the whole validation curve reported."""
+    x, y = digits.train.x[:400], digits.train.y[:400]
+    val = (digits.val.x, digits.val.y)
+    cfg = TrainConfig(epochs=4, batch_size=64, lr=0.05, optimizer="sgd", ema=0.9, seed=3)
+
+    def run(ckpt=None, stop_at=None):
+        torch.manual_seed(0)
+        model = create_model(NET, num_classes=10, in_chans=1)
+        curve = []
+
+        def report(epoch, acc):
+            if epoch == stop_at:
+                raise _Interrupted
+            curve.append((epoch, acc))
+            return False
+
+        stats = train(model, x, y, cfg, val=val, report=report, checkpoint=ckpt)
+        return model, curve, stats
+
+    whole, whole_curve, whole_stats = run()
+    ckpt = tmp_path / "t.pt"
+    with pytest.raises(_Interrupted):
+        run(ckpt, stop_at=3)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 2
+    resumed, curve, stats = run(ckpt)
+    assert [e for e, _ in curve] == [1, 2, 3, 4]
+    assert curve == whole_curve
+    assert stats == whole_stats
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    # other settings: the file is not this training's, so it starts over (and still ends the same)
+    other = TrainConfig(**{**cfg.__dict__, "epochs": 3})
+    torch.manual_seed(0)
+    m = create_model(NET, num_classes=10, in_chans=1)
+    seen = []
+    train(m, x, y, other, val=val, report=lambda e, a: seen.append(e) or False, checkpoint=ckpt)
+    assert seen == [1, 2, 3]
