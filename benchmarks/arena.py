@@ -123,7 +123,11 @@ def _init_worker(
 
 
 def _train_job(
-    name: str, seed_index: int, recipe: dict[str, Any], mcu_path: str | None, ckpt_dir: str | None = None
+    name: str,
+    seed_index: int,
+    recipe: dict[str, Any],
+    mcu_path: str | None,
+    ckpt_dir: str | None = None,
 ) -> dict:
     """One baseline, one seed: trained from a seeded init with the final recipe on the whole split,
     its state written after every epoch to ``ckpt_dir`` (and carried on from there when present)."""
@@ -146,7 +150,11 @@ def _train_job(
         curve.append(round(acc, 4))
         return False
 
-    ckpt = Path(ckpt_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}_{tc.seed}.pt" if ckpt_dir else None
+    ckpt = (
+        Path(ckpt_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}_{tc.seed}.pt"
+        if ckpt_dir
+        else None
+    )
     out = train(model, data.train.x, data.train.y, tc, val=(data.val.x, data.val.y),
                 report=report, checkpoint=ckpt)  # fmt: skip
     loss = out["loss"]
@@ -459,7 +467,9 @@ def cheapest_first(names: Sequence[str], data: Any, mcu_path: str | None) -> lis
     return sorted(names, key=macs)
 
 
-def run_baselines_step(args, s, names, recipe, resize, data, doc, path, reuse=None, work=None) -> None:
+def run_baselines_step(
+    args, s, names, recipe, resize, data, doc, path, reuse=None, work=None
+) -> None:
     t0 = time.time()
     mcu = str(args.mcu) if args.mcu.is_file() else None
     ckpt_dir = str(Path(work) / "baseline_ckpt") if work is not None else None

@@ -390,7 +390,13 @@ class _EpochCheckpoint:
     """The state of one training after an epoch, in one file, written atomically."""
 
     def __init__(
-        self, path: Path, cfg: TrainConfig, epochs: int, lr_scale: float, x: torch.Tensor, y: torch.Tensor
+        self,
+        path: Path,
+        cfg: TrainConfig,
+        epochs: int,
+        lr_scale: float,
+        x: torch.Tensor,
+        y: torch.Tensor,
     ) -> None:
         self.path = Path(path)
         # What must match for the file to be the same training: settings and the data's shape and sums.

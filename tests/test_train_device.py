@@ -192,7 +192,9 @@ class _Interrupted(Exception):
     pass
 
 
-def test_a_training_stopped_mid_way_resumes_from_its_checkpoint_to_the_same_weights(digits, tmp_path):
+def test_a_training_stopped_mid_way_resumes_from_its_checkpoint_to_the_same_weights(
+    digits, tmp_path
+):
     """A training killed after epoch 2 of 4 and started again with its checkpoint ends where an
     uninterrupted one does, with the whole validation curve reported."""
     x, y = digits.train.x[:400], digits.train.y[:400]
