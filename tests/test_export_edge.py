@@ -174,3 +174,70 @@ def test_low_bit_model_exports_to_litert_and_executorch(tmp_path, digits):
         out = compactnas.load_exported(path)(x)
         assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.98, name
         assert np.abs(out - ref).max() < 0.1, name
+
+
+def test_int8_litert_widens_a_dead_tensor_and_keeps_trained_activation_ranges(
+    tmp_path, digits, monkeypatch
+):
+    """A w8/a8 model whose squeeze-excite reduction never fires (an all-zero tensor): calibrated,
+    its empty range is widened, without which the next layer's int32 bias saturates and agreement
+    with the evaluated model falls; with the trained model given, the tensors its activation
+    quantizers read keep their trained scales in the file."""
+    from compactnas.evaluators.compression import CompressEvaluator
+    from compactnas.evaluators.quantization import StaticActQuant
+    from compactnas.evaluators.train import TrainConfig
+    from compactnas.search.export import litert
+    from compactnas.search.export.formats import deployable, without_activation_quant
+
+    arch = (
+        "stem_k3_s1_c8_wb8_ab8-ir_r1_k3_s1_e4_c16_se0.25_wb8_ab8-ir_r1_k3_s2_e4_c24_wb8_ab8"
+        "-head_c32_wb8_ab8"
+    )
+    torch.manual_seed(0)
+    model = compactnas.create_model(arch, num_classes=10, in_chans=1)
+    CompressEvaluator(train_config=TrainConfig(epochs=6)).evaluate(model, arch, digits)
+    se = next(m for n, m in model.named_modules() if n.endswith("se"))
+    with torch.no_grad():  # kill the reduction: its ReLU output is zero on every input
+        se.conv_reduce.weight.zero_()
+        se.conv_reduce.bias.fill_(-1.0)
+    model.eval()
+    x = digits.test.x
+    ref = torch_logits(model, x).argmax(1)
+    deploy = deployable(model)
+    plain = without_activation_quant(deploy)
+    calib = export_edge.calibration_images(digits.train.x, 128, 0)
+    path = tmp_path / "m.tflite"
+
+    def agreement(trained=None):
+        info = export_edge.write_edge("tflite-int8", plain, (1, 8, 8), path, calib, trained)
+        return float((compactnas.load_exported(path)(x).argmax(1) == ref).mean()), info
+
+    widened, _ = agreement()
+    with monkeypatch.context() as m:
+        m.setattr(litert, "widen_degenerate_ranges", lambda r: r)
+        empty, _ = agreement()
+    assert widened >= 0.93 and widened >= empty + 0.03, (widened, empty)
+    kept, info = agreement(deploy)
+    assert kept >= 0.93 and info["quantization"]["trained_ranges"] >= 3
+    trained = {round(m.scale, 9) for m in deploy.modules() if isinstance(m, StaticActQuant)}
+    in_file = {
+        round(float(t["quantization"][0]), 9)
+        for t in litert.TfliteModel(path).interpreter.get_tensor_details()
+        if t["dtype"] == np.int8
+    }
+    assert len(trained & in_file) >= 3
+
+
+def test_an_empty_calibration_range_is_widened():
+    from compactnas.search.export.litert import widen_degenerate_ranges
+
+    ranges = {
+        "dead": {
+            "min": np.zeros((1, 1, 1, 1), np.float32),
+            "max": np.zeros((1, 1, 1, 1), np.float32),
+        },
+        "live": {"min": np.full((1,), -2.0, np.float32), "max": np.full((1,), 3.0, np.float32)},
+    }
+    out = widen_degenerate_ranges(ranges)
+    assert out["dead"]["max"].item() == 1.0 and out["dead"]["min"].item() == 0.0
+    assert out["live"] is ranges["live"]

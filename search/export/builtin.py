@@ -63,8 +63,11 @@ def _edge_writer(name: str) -> Any:
         calib = edge.calibration_images(
             job.data.train.x, job.settings.calibration_samples, job.seed
         )
-        model = without_activation_quant(job.deploy) if edge.EDGE_FORMATS[name].int8 else job.deploy
-        return edge.write_edge(name, model, job.input_shape, path, calib)
+        if not edge.EDGE_FORMATS[name].int8:
+            return edge.write_edge(name, job.deploy, job.input_shape, path, calib)
+        model = without_activation_quant(job.deploy)
+        trained = job.deploy if model is not job.deploy else None
+        return edge.write_edge(name, model, job.input_shape, path, calib, trained)
 
     return write
 

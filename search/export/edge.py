@@ -88,16 +88,23 @@ def require(fmt: str) -> None:
 
 
 def write_edge(
-    fmt: str, model: nn.Module, input_shape: tuple[int, ...], path: Path, calibration: np.ndarray
+    fmt: str,
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    path: Path,
+    calibration: np.ndarray,
+    trained: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Write ``model`` as ``fmt`` to ``path``; returns what the card records about the conversion."""
+    """Write ``model`` as ``fmt`` to ``path``; returns what the card records about the conversion.
+    ``trained``: for tflite-int8, the model with its trained activation quantizers, whose ranges the
+    int8 file keeps."""
     require(fmt)
     try:
         if fmt.startswith("tflite"):
             if fmt == "tflite":
                 lt.write_tflite(model, input_shape, path)
                 return {"converter": lt.converter_version()}
-            return lt.write_tflite_int8(model, input_shape, path, calibration)
+            return lt.write_tflite_int8(model, input_shape, path, calibration, trained)
 
         return et.write_pte(
             model, input_shape, path, calibration if EDGE_FORMATS[fmt].int8 else None
