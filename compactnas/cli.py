@@ -13,6 +13,7 @@ from compactnas import __version__
 from compactnas.core.errors import CompactnasError, ConfigError
 from compactnas.evaluators.recipes import RECIPES
 from compactnas.search.config import config_from_mapping, load_config_file
+from compactnas.search.export.mlflow_model import relocate_store
 from compactnas.search.results import load_summary
 from compactnas.search.strategies import STRATEGIES
 from compactnas.search.study import run_search
@@ -347,6 +348,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{out} holds no MLflow store (no mlflow.db); was it searched with --tracking-uri?"
         )
+    relocate_store(db, out / "mlartifacts")  # a copied or moved folder lists its own artifacts
     cmd = [
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}",
         "--default-artifact-root", (out / "mlartifacts").as_uri(), "--host", args.host, "--port", str(args.port),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from compactnas.core.errors import ConfigError
-from compactnas.search.export.mlflow_model import resolve_tracking_uri
+from compactnas.search.export.mlflow_model import relocate_store, resolve_tracking_uri
 
 for _name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -144,6 +144,10 @@ class Tracker:
             from mlflow.tracking import MlflowClient
 
             check_tracking_server(self.uri)
+            if self.artifact_dir is not None:
+                own = self.artifact_dir.parent / "mlflow.db"
+                if self.uri == f"sqlite:///{own}" and own.is_file():  # a moved folder's own store
+                    relocate_store(own, self.artifact_dir)
             client = MlflowClient(tracking_uri=self.uri)
             exp = client.get_experiment_by_name(self.experiment_name)
             if exp is None:

@@ -317,8 +317,8 @@ def test_int8_refused_for_low_bit_weights_and_distilled_weights_preferred(search
     assert not (tmp_path / "q").exists()
 
 
-def test_compressed_trial_keeps_its_own_quantization(search, tmp_path):
-    """A trial with 4- and 2-bit weights exports to ONNX and TorchScript with the same numbers."""
+def _low_bit_copy(search, tmp_path):
+    """A copy of the search whose trial 1 has 4- and 2-bit weights; returns (folder, model)."""
     out = tmp_path / "copy"
     shutil.copytree(search, out, ignore=shutil.ignore_patterns("mlartifacts"))
     ckpt_path = out / "checkpoints" / "trial_1.pt"
@@ -330,6 +330,42 @@ def test_compressed_trial_keeps_its_own_quantization(search, tmp_path):
     missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
     assert not unexpected
     torch.save(dict(ckpt, arch=arch, state_dict=model.state_dict()), ckpt_path)
+    return out, model
+
+
+def test_a_compressed_onnx_file_that_misses_the_tolerance_fails_its_check(
+    search, tmp_path, monkeypatch
+):
+    """A deliberately broken ONNX writer (one weight nudged by 0.01 after writing) gives a file whose
+    logits miss the 1e-4 float tolerance: its check fails and the export says so."""
+    import onnx
+    from onnx import numpy_helper
+
+    import compactnas.search.export.builtin as builtin
+
+    out, _ = _low_bit_copy(search, tmp_path)
+    honest = builtin.write_onnx
+
+    def broken(model, shape, path, **kw):
+        honest(model, shape, path, **kw)
+        m = onnx.load(str(path))
+        w = next(i for i in m.graph.initializer if numpy_helper.to_array(i).ndim == 4)
+        arr = numpy_helper.to_array(w).copy()
+        arr.flat[0] += 0.01
+        w.CopyFrom(numpy_helper.from_array(arr, w.name))
+        onnx.save(m, str(path))
+
+    monkeypatch.setattr(builtin, "write_onnx", broken)
+    res = compactnas.export(out, trial=1, formats="onnx", dest=str(tmp_path / "b"), mlflow=False)
+    entry = res.card["exports"]["onnx"]
+    assert entry["max_abs_diff"] > 1e-4
+    assert entry["checks"] == {**entry["checks"], "rule": "max |diff| <= 0.0001", "passed": False}
+    assert any("onnx: max |diff| <= 0.0001 not met" in w for w in res.warnings)
+
+
+def test_compressed_trial_keeps_its_own_quantization(search, tmp_path):
+    """A trial with 4- and 2-bit weights exports to ONNX and TorchScript with the same numbers."""
+    out, model = _low_bit_copy(search, tmp_path)
 
     res = compactnas.export(
         out, trial=1, formats="onnx,torchscript,state-dict", dest=str(tmp_path / "c"), mlflow=False

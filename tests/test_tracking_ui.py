@@ -157,3 +157,48 @@ def test_dashboard_on_a_folder_without_search_is_one_line(tmp_path, capsys):
     assert main(["dashboard", str(tmp_path), "--port", str(free_port())]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no study.db" in err
+
+
+def _post(url, body, timeout=10):
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - loopback only
+        return json.loads(r.read())
+
+
+def test_a_copied_search_folder_works_alone_once_the_original_is_gone(trained_search, tmp_path):
+    """Copy a search folder, delete the original: `compactnas ui` on the copy lists the search's
+    artifacts, and `export` logs its MLflow model into the copy (nothing reappears at the original)."""
+    import shutil
+
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    shutil.copytree(trained_search, original)
+    shutil.copytree(original, copy)
+    shutil.rmtree(original)
+    before = {p for p in (copy / "mlartifacts").rglob("*") if p.is_file()}
+    compactnas.export(copy, trial=0, formats="onnx", dest=str(copy / "export"))
+    assert not original.exists()
+    written = {p for p in (copy / "mlartifacts").rglob("*") if p.is_file()} - before
+    assert any(p.name == "MLmodel" for p in written), sorted(map(str, written))
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "compactnas.cli", "ui", str(copy), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait(base + "/health", proc)
+        summary = json.loads((copy / "summary.json").read_text())
+        run_id = summary["mlflow"]["run_id"]
+        run = _api(base, "runs/get", run_id=run_id)["run"]
+        assert run["info"]["artifact_uri"].startswith((copy / "mlartifacts").as_uri())
+        listed = {f["path"] for f in _api(base, "artifacts/list", run_id=run_id).get("files", [])}
+        assert {"summary.json", "pareto.csv"} <= listed, listed
+        exp = run["info"]["experiment_id"]
+        found = _post(base + "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp]})["runs"]
+        assert len(found) >= 3  # the search's run and its two trials
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

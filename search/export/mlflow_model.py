@@ -25,15 +25,64 @@ MODEL_NAMES = {
 
 
 def resolve_tracking_uri(summary_uri: str | None, out_dir: Path) -> str | None:
-    """The search's tracking URI; a default SQLite store that moved with its folder is found there."""
+    """The search's tracking URI. A search's own SQLite store (``mlflow.db`` in its folder) is the one
+    in the folder as it is now, so a copied or moved folder reads and writes its own copy, never the
+    original; its stored artifact locations are first re-pointed at the folder (``relocate_store``).
+    Any other store (a server, a database elsewhere) is the summary's."""
     local = out_dir / "mlflow.db"
+    if local.is_file() and (not summary_uri or summary_uri.startswith("sqlite:///")):
+        relocate_store(local, out_dir / "mlartifacts")
+        return f"sqlite:///{local}"
     if summary_uri and summary_uri.startswith("sqlite:///"):
-        if Path(summary_uri[len("sqlite:///") :]).is_file():
-            return summary_uri
-        return f"sqlite:///{local}" if local.is_file() else None
-    if summary_uri:
-        return summary_uri
-    return f"sqlite:///{local}" if local.is_file() else None
+        return summary_uri if Path(summary_uri[len("sqlite:///") :]).is_file() else None
+    return summary_uri or None
+
+
+# Columns of MLflow's SQL store that hold artifact locations.
+_ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"), ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"), ("model_versions", "storage_location"),
+    ("model_versions", "source"),
+)  # fmt: skip
+
+
+def relocate_store(db: Path, artifacts: Path) -> int:
+    """Re-point the artifact locations that a search folder's SQLite store holds at ``artifacts``
+    (the folder's ``mlartifacts`` as it is now), from wherever the folder was when they were written.
+    MLflow stores them as absolute URIs, so without this a copied folder's UI would list the
+    original's artifacts, and none once the original is gone. Returns the rows changed (0 in place)."""
+    import sqlite3
+
+    new = artifacts.as_uri()
+    con = sqlite3.connect(db)
+    try:
+        tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
+        if "experiments" not in tables:
+            return 0
+        olds = {
+            loc
+            for (loc,) in con.execute("select artifact_location from experiments")
+            if loc and loc.rstrip("/").endswith("/mlartifacts") and loc.rstrip("/") != new
+        }
+        changed = 0
+        with con:
+            for old in olds:
+                for table, col in _ARTIFACT_COLUMNS:
+                    if table not in tables:
+                        continue
+                    cur = con.execute(
+                        f"update {table} set {col} = ? || substr({col}, ?) "  # noqa: S608 - fixed names
+                        f"where {col} = ? or {col} like ? escape '\\'",
+                        (new, len(old) + 1, old, _like_prefix(old + "/")),
+                    )
+                    changed += cur.rowcount
+        return changed
+    finally:
+        con.close()
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from compactnas.evaluators.distill import (
     retrain,
 )
 from compactnas.evaluators.teacher import TeacherConfig, get_teacher, load_teacher
+from compactnas.search.export.mlflow_model import resolve_tracking_uri
 from compactnas.search.metrics import searched_size_bytes
 from compactnas.search.results import load_summary
 from compactnas.search.tracking import Tracker
@@ -252,7 +253,8 @@ def _track(
     experiment = (summary.get("config") or {}).get("experiment", "compactnas")
     runs = []
     try:
-        tracker = Tracker(ml["tracking_uri"], experiment, out / "mlartifacts")
+        uri = resolve_tracking_uri(ml["tracking_uri"], out) or ml["tracking_uri"]
+        tracker = Tracker(uri, experiment, out / "mlartifacts")
         for m in report["models"]:
             for arm in ("distilled", "baseline"):
                 params = {

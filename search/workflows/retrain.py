@@ -27,6 +27,7 @@ from compactnas.evaluators import TrainConfig, accuracy, is_compressed
 from compactnas.evaluators.compression import compress
 from compactnas.evaluators.recipes import RECIPE_KEYS, RECIPES, recipe
 from compactnas.evaluators.train import train
+from compactnas.search.export.mlflow_model import resolve_tracking_uri
 from compactnas.search.metrics import searched_size_bytes
 from compactnas.search.results import load_summary
 from compactnas.search.supernet.training import inherited_model_for
@@ -260,7 +261,8 @@ class _Tracking:
             return
 
         experiment = (summary.get("config") or {}).get("experiment", "compactnas")
-        self.tracker = Tracker(self.ml["tracking_uri"], experiment, out / "mlartifacts")
+        uri = resolve_tracking_uri(self.ml["tracking_uri"], out) or self.ml["tracking_uri"]
+        self.tracker = Tracker(uri, experiment, out / "mlartifacts")
 
     def _safe(self, fn: Any, *args: Any) -> Any:
         if self.tracker is None:
