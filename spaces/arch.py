@@ -26,7 +26,11 @@ expanded channels, a fire block's squeeze channels; ds and cn blocks have none),
 sparsity of the segment's weights (the fraction zeroed by magnitude), ``cl`` weight sharing (each
 layer's weights take one of ``cl`` k-means values, stored as a codebook and entropy-coded indices;
 evaluators/clustering.py; excludes ``wb``), ``wb`` weight bits, ``ab`` activation bits. Defaults
-(pr0, sp0, cl0, wb32, ab32, se0) are omitted when formatting. timm reads ``p`` and
+(pr0, sp0, cl0, wb32, ab32, se0, ex0) are omitted when formatting.
+
+Early exits: ``ex`` on a ds, ir, er, fire or cn stage adds an exit after it (global average pool and
+a linear classifier on the stage's output); an input leaves there when the exit's top softmax
+probability reaches ``ex`` (a threshold in (0, 1)), else it goes on (evaluators/early_exit.py). timm reads ``p`` and
 ``a`` as kernel sizes and ignores unknown keys, so compression keys never reach timm (see build.py).
 """
 
@@ -82,6 +86,7 @@ class BlockSpec:
     wbits: int = 32
     abits: int = 32
     ops: str = ""  # a cell's edge operators, one digit per edge (see the module docstring)
+    exit: float = 0.0  # confidence threshold of an exit after this stage; 0: no exit
 
     @property
     def compressed(self) -> bool:
@@ -144,10 +149,11 @@ _KEYS: dict[str, tuple[tuple[str, type, bool], ...]] = {
     "ds": (
         ("r", int, True), ("k", int, True), ("s", int, True), ("e", float, True), ("c", int, True),
         ("se", float, False), ("pr", float, False), *_CODED, ("wb", int, False), ("ab", int, False),
+        ("ex", float, False),
     ),
     "fire": (
         ("r", int, True), ("s", int, True), ("q", int, True), ("c", int, True),
-        ("pr", float, False), *_CODED, ("wb", int, False), ("ab", int, False),
+        ("pr", float, False), *_CODED, ("wb", int, False), ("ab", int, False), ("ex", float, False),
     ),
     "head": (("c", int, True), *_CODED, ("wb", int, False), ("ab", int, False)),
     "cell": (("r", int, True), ("c", int, True), ("o", str, True)),
@@ -155,8 +161,9 @@ _KEYS: dict[str, tuple[tuple[str, type, bool], ...]] = {
 }  # fmt: skip
 _KEYS["ir"] = _KEYS["er"] = _KEYS["ds"]
 _KEYS["cn"] = (("r", int, True), ("k", int, True), ("s", int, True), ("c", int, True),
-               ("pr", float, False), *_CODED, ("wb", int, False), ("ab", int, False))  # fmt: skip
-_DEFAULTS = {"se": 0.0, "pr": 0.0, "sp": 0.0, "cl": 0, "wb": 32, "ab": 32}
+               ("pr", float, False), *_CODED, ("wb", int, False), ("ab", int, False),
+               ("ex", float, False))  # fmt: skip
+_DEFAULTS = {"se": 0.0, "pr": 0.0, "sp": 0.0, "cl": 0, "wb": 32, "ab": 32, "ex": 0.0}
 _TOKEN = re.compile(r"^([a-z]+)(\d+(?:\.\d+)?)$")
 
 
@@ -319,6 +326,14 @@ def parse_arch(text: str) -> ArchSpec:
                 f"pr{format_number(pr)}: pruning ratio must be in [0, 1)",
             )
             bits = _bits(v, seg, where)
+            ex = float(v.get("ex", 0.0))
+            _check(
+                0.0 <= ex < 1.0,
+                seg,
+                where,
+                f"ex{format_number(ex)}: an exit's confidence threshold must be in (0, 1)",
+            )
+            bits["exit"] = ex
             if kind == "fire":
                 c = _channels(v["c"], seg, where)
                 _check(
@@ -414,6 +429,8 @@ def format_stage(b: BlockSpec, *, compression: bool = True) -> str:
             toks.append(f"se{format_number(b.se)}")
     if compression:
         toks += _compression(b.prune, b)
+        if b.exit:
+            toks.append(f"ex{format_number(b.exit)}")
     return "_".join(toks)
 
 

@@ -173,6 +173,15 @@ class CompactNet(nn.Module):
             stages.append(build_stage(block, chs))
             chs = block.channels
         self.stages = nn.Sequential(*stages)
+        # Early exits (``ex``): a linear classifier on the pooled output of each stage that has one,
+        # keyed by the stage's index. ``forward`` is the full network; ``forward_exits`` adds them.
+        self.exits = nn.ModuleDict(
+            {
+                str(i): nn.Linear(block.channels, num_classes)
+                for i, block in enumerate(spec.stages)
+                if block.exit > 0
+            }
+        )
         self.lastact = nn.Identity()
         if spec.stages and spec.stages[-1].kind == "cell":
             self.lastact = nn.Sequential(nn.BatchNorm2d(chs), nn.ReLU(inplace=True))
@@ -192,6 +201,18 @@ class CompactNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.forward_features(x)).flatten(1)
         return self.classifier(self.drop(x))
+
+    def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of every exit in order of depth, the network's own output last."""
+        out = []
+        x = self.stem(x)
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if str(i) in self.exits:
+                out.append(self.exits[str(i)](self.pool(x).flatten(1)))
+        x = self.pool(self.head(self.lastact(x))).flatten(1)
+        out.append(self.classifier(self.drop(x)))
+        return out
 
 
 def create_model(
