@@ -312,6 +312,7 @@ def arch_layers(
     ]
     h, w, c = layers[0].hout, layers[0].wout, s.channels
     constant_until = 0  # layers before a cell cut off from its input never reach the output
+    exits: list[Layer] = []
     for i, b in enumerate(spec.stages):
         for j in range(b.repeats):
             stride = b.stride if j == 0 else 1
@@ -321,6 +322,12 @@ def arch_layers(
             layers += bl
             last = bl[-1]
             h, w, c = last.hout, last.wout, b.channels
+        if b.exit:  # an early exit on the stage's output: pool and a float linear classifier
+            exits += [
+                Layer(name=f"exits.{i}.pool", op="gap", cin=c, cout=c, hin=h, win=w, stage=i),
+                Layer(name=f"exits.{i}", op="linear", cin=c, cout=num_classes,
+                      weights=c * num_classes, extra_params=num_classes, stage=i),
+            ]  # fmt: skip
     hd = spec.head
     if spec.stages and spec.stages[-1].kind == "cell":
         # A cell's output is a sum without activation: NAS-Bench-201 ends with batch norm and ReLU.
@@ -335,7 +342,9 @@ def arch_layers(
     )  # fmt: skip
     if constant_until:
         layers[:constant_until] = [replace(x, live=False) for x in layers[:constant_until]]
-    return layers
+    # Exits come last, after the chain of layers each feeding the next (what memory planners walk);
+    # a network with exits is then counted whole, every exit included: its size and worst case.
+    return layers + exits
 
 
 def count_params(spec: ArchSpec | str, input_shape: tuple[int, int, int], num_classes: int) -> int:

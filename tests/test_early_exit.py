@@ -99,3 +99,48 @@ def test_a_network_with_exits_exports_its_output_exactly(trained, digits, tmp_pa
     with torch.no_grad():
         ref = trained(x).numpy()
     assert np.abs(OnnxModel(path)(x) - ref).max() <= 1e-4
+
+
+def test_the_exit_chain_export_runs_in_onnxruntime_and_leaves_where_pytorch_does(
+    trained, digits, tmp_path
+):
+    """onnx-exits: the chain of ONNX segments reproduces the network's output and every exit's
+    logits, and answering one input at a time it stops where the PyTorch model's outcome does."""
+    from compactnas.search.export.exits import ExitChain, write_exits
+    from compactnas.search.export.registry import FORMATS
+
+    assert "onnx-exits" in FORMATS
+    path = tmp_path / "m.exits.zip"
+    info = write_exits(trained, (1, 8, 8), path, digits.val.x[:32])
+    assert info["segments"] == 3 and info["exits"] == [0, 1]
+    chain = ExitChain(path)
+    x = digits.test.x
+    with torch.no_grad():
+        assert np.abs(chain(x) - trained.eval()(x).numpy()).max() <= 1e-4
+    logits, where = chain.answer(x)
+    o = exit_outcome(trained, x, digits.test.y)
+    fractions = [float(np.mean(where == s)) for s in (0, 1, -1)]
+    assert np.allclose(fractions, o.fractions, atol=0.01)
+    assert abs(float(np.mean(logits.argmax(1) == digits.test.y.numpy())) - o.accuracy) <= 0.01
+
+
+def test_onnx_exits_refuses_a_network_without_exits_in_one_line(tmp_path, digits):
+    from compactnas.search.export.base import ExportError
+    from compactnas.search.export.exits import write_exits
+
+    model = create_model("stem_k3_s1_c8-ir_r1_k3_s2_e4_c16-head_c0", num_classes=10, in_chans=1)
+    with pytest.raises(ExportError, match="needs an architecture with early exits"):
+        write_exits(model, (1, 8, 8), tmp_path / "m.zip", digits.val.x[:4])
+
+
+def test_the_size_model_counts_every_exit_classifier():
+    from compactnas.evaluators import count_parameters
+    from compactnas.spaces.layers import count_params
+
+    dense = ARCH.replace("_pr0.5", "")  # create_model builds the unpruned shapes
+    model = create_model(dense, num_classes=10, in_chans=1)
+    assert count_params(dense, (1, 8, 8), 10) == count_parameters(model)
+    plain = ARCH.replace("_ex0.9", "").replace("_ex0.95", "")
+    assert count_params(ARCH, (1, 8, 8), 10) - count_params(plain, (1, 8, 8), 10) == (
+        16 * 10 + 10 + 32 * 10 + 10
+    )

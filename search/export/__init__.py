@@ -4,4 +4,5 @@ MLflow model each have a module of their own."""
 
 # The shipped formats register on first use of the package, so every reader of the registry sees them.
 from compactnas.search.export import builtin as _builtin  # noqa: F401
+from compactnas.search.export import exits as _exits  # noqa: F401
 from compactnas.search.export import packed as _packed  # noqa: F401
