@@ -72,6 +72,13 @@ def _search_parser(sub: Any) -> None:
         help="also search magnitude sparsity and k-means weight sharing per stage (sp/cl keys; "
         "the size objective counts the Huffman-coded weights)",
     )
+    g.add_argument(
+        "--exits",
+        action="store_true",
+        default=S,
+        help="also search early exits after stages (ex keys, confidence thresholds), scored at the "
+        "device's expected latency over where validation images leave (needs --device)",
+    )
     g = p.add_argument_group("how to score and search")
     g.add_argument(
         "--objectives",

@@ -25,12 +25,15 @@ from compactnas.evaluators import (
     is_compressed,
 )
 from compactnas.evaluators.compression import is_pruned
+from compactnas.evaluators.early_exit import exit_outcome, fit_exits
 from compactnas.evaluators.train import Report
 from compactnas.hw_profiles import create_latency_model, load_profile
+from compactnas.hw_profiles.exits import exit_latency_ms
 from compactnas.search.config import SearchConfig
 from compactnas.search.metrics import Gate, Infeasible, check_budgets, static_metrics
 from compactnas.search.table_candidate import evaluate_table_candidate
 from compactnas.spaces import ArchSpec, create_model, parse_arch
+from compactnas.spaces.exits import exit_stages
 
 
 def train_config(cfg: SearchConfig, trial_number: int) -> TrainConfig:
@@ -134,9 +137,28 @@ def evaluate_candidate(
     # so model.state_dict() below is the compressed model's (see build_compressed_model).
     result = check_result(name, evaluator.evaluate(model, spec, data, report=report))
     metrics.update(result)  # a measured latency_ms (a table's, say) replaces the predicted one
+    if exit_stages(spec) and latency_model is not None:
+        metrics.update(score_exits(model, spec, data, latency_model, seed=cfg.seed))
     if checkpoint is not None and getattr(evaluator, "trains", True):
         _save_checkpoint(checkpoint, spec, data, metrics, model)
     return metrics
+
+
+def score_exits(
+    model: torch.nn.Module, spec: ArchSpec, data: Dataset, latency_model: Any, *, seed: int
+) -> dict[str, float]:
+    """A trained network with early exits: its exits fitted on its frozen features, then scored on
+    the validation split as a device runs it. Accuracy is that of the answers given where each image
+    left, latency the device's expected latency over where they left (the worst case beside)."""
+    fit_exits(model, data.train.x, data.train.y, seed=seed)
+    o = exit_outcome(model, data.val.x, data.val.y)
+    lat = exit_latency_ms(latency_model, spec, data.input_shape, o.fractions,
+                          num_classes=data.num_classes)  # fmt: skip
+    return {
+        "accuracy": o.accuracy, "final_accuracy": o.final_accuracy,
+        "exited_early": 1.0 - o.fractions[-1], "latency_ms": lat["expected_ms"],
+        "worst_latency_ms": lat["worst_ms"],
+    }  # fmt: skip
 
 
 def _save_checkpoint(

@@ -32,6 +32,7 @@ class SearchConfig:
     resize: int | None = None
     compress: bool = False
     share_weights: bool = False  # also sparsity and k-means weight sharing per stage (sp/cl keys)
+    exits: bool = False  # also early exits after stages (ex keys), scored at their expected latency
     # Table data source (data "table:PATH"): the columns the table evaluator reads
     table_accuracy: str | None = None
     table_latency: str | None = None
@@ -122,6 +123,14 @@ class SearchConfig:
                 f"share_weights needs a trained space with per-stage compression keys "
                 f"({', '.join(SHARING_SPACES)}), not space '{self.space}' with evaluator "
                 f"'{self.evaluator}'"
+            )
+        if self.exits and (
+            self.space not in SHARING_SPACES or self.evaluator == "supernet" or not self.device
+            or "," in self.device
+        ):  # fmt: skip
+            raise ConfigError(
+                f"exits needs a trained space ({', '.join(SHARING_SPACES)}) and one --device, whose "
+                "profile prices the expected latency over where inputs leave"
             )
         # The training settings are checked where they are used: TrainConfig says what is wrong.
         TrainConfig(

@@ -96,6 +96,8 @@ class SearchLoop:
         if isinstance(self.data, TableSource):  # a table's columns are checked before any trial
             check_table(cfg, self.data)
         sharing = {"share_weights": True} if cfg.share_weights else {}
+        if cfg.exits:
+            sharing["exits"] = True
         self.space = elastic or create_space(
             cfg.space,
             image_size=self.data.image_size,

@@ -26,7 +26,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Settings that define what a study's numbers mean: a resumed study must keep them all, or it would mix
 # accuracies (or latencies) of two kinds. A setting missing from an older study's record is not compared.
 IDENTITY = (
-    "space", "data", "resize", "compress", "share_weights", "objectives", "device", "seed",
+    "space", "data", "resize", "compress", "share_weights", "exits", "objectives", "device", "seed",
     # how a candidate's accuracy is obtained: the evaluator, its recipe and the data it sees
     "evaluator", "supernet", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
     "label_smoothing", "augment", "warmup", "ema", "tta", "subset", "val_subset", "table_accuracy", "table_latency",

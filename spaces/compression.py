@@ -12,7 +12,15 @@ ACT_BITS = (8, 32)
 SPARSITIES = (0.0, 0.5, 0.75, 0.9)
 CLUSTERS = (0, 16, 32)
 
+# Early exits (``exits``): no exit, or one at this confidence threshold.
+EXIT_THRESHOLDS = (0.0, 0.9, 0.95, 0.99)
+
 Precision = tuple[int, int]  # (weight bits, activation bits)
+
+
+def sample_exit(trial: Any, stage: int, last: bool) -> dict[str, float]:
+    """An exit after ``stage`` and its threshold; the last stage has the network's own output."""
+    return {} if last else {"exit": trial.suggest_categorical(f"s{stage}_ex", EXIT_THRESHOLDS)}
 
 
 def sample_precision(trial: Any, precisions: Sequence[Precision]) -> Precision:

@@ -15,6 +15,7 @@ from compactnas.spaces.compression import (
     Precision,
     precision_keys,
     sample_compression,
+    sample_exit,
     sample_precision,
 )
 from compactnas.spaces.layout import stage_layout
@@ -36,6 +37,7 @@ class MobileSpace:
     # With ``compress``: the (weight, activation) bit-widths the target runtime executes, one pair for
     # the whole network (hw_profiles/runtimes.py); None samples them per stage.
     precisions: tuple[Precision, ...] | None = None
+    exits: bool = False  # early exits after stages (ex keys)
 
     def sample(self, trial: Any) -> ArchSpec:
         stem_stride, strides, widths = stage_layout(self.image_size)
@@ -72,6 +74,7 @@ class MobileSpace:
                         if self.compress or self.share_weights
                         else {}
                     ),
+                    **(sample_exit(trial, i, i == len(strides) - 1) if self.exits else {}),
                 )
             )
         head = HeadSpec(

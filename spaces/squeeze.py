@@ -10,6 +10,7 @@ from compactnas.spaces.compression import (
     Precision,
     precision_keys,
     sample_compression,
+    sample_exit,
     sample_precision,
 )
 from compactnas.spaces.layout import stage_layout
@@ -27,6 +28,7 @@ class SqueezeSpace:
     # With ``compress``: the (weight, activation) bit-widths the target runtime executes, one pair for
     # the whole network (hw_profiles/runtimes.py); None samples them per stage.
     precisions: tuple[Precision, ...] | None = None
+    exits: bool = False  # early exits after stages (ex keys)
 
     def sample(self, trial: Any) -> ArchSpec:
         stem_stride, strides, widths = stage_layout(self.image_size)
@@ -56,6 +58,7 @@ class SqueezeSpace:
                         if self.compress or self.share_weights
                         else {}
                     ),
+                    **(sample_exit(trial, i, i == len(strides) - 1) if self.exits else {}),
                 )
             )
         head = HeadSpec(

@@ -144,3 +144,28 @@ def test_the_size_model_counts_every_exit_classifier():
     assert count_params(ARCH, (1, 8, 8), 10) - count_params(plain, (1, 8, 8), 10) == (
         16 * 10 + 10 + 32 * 10 + 10
     )
+
+
+@pytest.mark.slow
+def test_a_search_with_exits_scores_expected_latency(tmp_path, capsys):
+    """--exits samples ex keys; each trial with exits is scored at the device's expected latency
+    over where validation images left, with the worst case beside it."""
+    import pandas as pd
+
+    import compactnas
+    from compactnas.cli import main
+
+    out = tmp_path / "s"
+    compactnas.run_search(
+        {"trials": 3, "epochs": 1, "seed": 0, "out": str(out), "exits": True, "device": "rpi4"},
+        quiet=True,
+    )
+    trials = pd.read_csv(out / "trials.csv")
+    done = trials[trials["state"] == "COMPLETE"]
+    with_exits = done[done["arch"].str.contains("_ex0")]
+    assert len(with_exits) >= 1
+    assert (with_exits["latency_ms"] <= with_exits["worst_latency_ms"] + 1e-9).all()
+    assert (with_exits["exited_early"].between(0, 1)).all()
+    assert main(["search", "--exits", "--trials", "1", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exits needs" in err[0] and "--device" in err[0]
