@@ -142,6 +142,7 @@ def test_teacher_cli_rejects_unknown_model(tmp_path, capsys):
     assert "unknown teacher model 'no_such_net'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a whole search: the full suite runs it
 def test_distill_end_to_end(search_out, tmp_path, capsys):
     teachers = tmp_path / "teachers"
     assert main(["teacher", "--data", "digits", "--out", str(teachers), "--epochs", "1"]) == 0

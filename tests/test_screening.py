@@ -58,6 +58,7 @@ def scored_archs(monkeypatch):
     return computed
 
 
+@pytest.mark.slow  # a whole search: the full suite runs it
 def test_screened_search_trains_the_proxies_pick_and_resumes(tmp_path, digits, scored_archs):
     out = tmp_path / "run"
     base = dict(
@@ -176,6 +177,7 @@ def test_front_rule_trains_the_proposal_predicted_to_grow_the_front():
     assert screen._front_pick(backwards, ["slow", "gap"], votes) is None
 
 
+@pytest.mark.slow  # a whole search: the full suite runs it
 def test_screened_search_records_which_rule_picked(tmp_path, digits):
     cfg = SearchConfig(
         out=str(tmp_path), trials=7, epochs=1, population=4, screen=3, screen_batch=32,
