@@ -199,6 +199,8 @@ def pin_trained_ranges(
     pinned = 0
     for v, lo, hi in trained_ranges(trained, plain, x):
         want = v.transpose(0, 2, 3, 1) if v.ndim == 4 else v  # LiteRT keeps images NHWC
+        if np.ptp(want) == 0:  # a constant tensor: several may match, and any range holds it
+            continue
         for name, got in values.items():
             if got.shape == want.shape and np.allclose(got, want, rtol=1e-4, atol=1e-5):
                 r = ranges[name]
