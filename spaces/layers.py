@@ -322,11 +322,15 @@ def arch_layers(
             layers += bl
             last = bl[-1]
             h, w, c = last.hout, last.wout, b.channels
-        if b.exit:  # an early exit on the stage's output: pool and a float linear classifier
+        if b.exit:  # an early exit on the stage's output: pool and a linear classifier, which
+            # takes the head's bit-widths as the network's own classifier does (quantization.spec_bits)
+            hb, ha = spec.head.wbits, spec.head.abits
             exits += [
-                Layer(name=f"exits.{i}.pool", op="gap", cin=c, cout=c, hin=h, win=w, stage=i),
+                Layer(name=f"exits.{i}.pool", op="gap", cin=c, cout=c, hin=h, win=w, wbits=hb,
+                      abits=ha, stage=i),
                 Layer(name=f"exits.{i}", op="linear", cin=c, cout=num_classes,
-                      weights=c * num_classes, extra_params=num_classes, stage=i),
+                      weights=c * num_classes, extra_params=num_classes, wbits=hb, abits=ha,
+                      stage=i),
             ]  # fmt: skip
     hd = spec.head
     if spec.stages and spec.stages[-1].kind == "cell":
