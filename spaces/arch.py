@@ -28,6 +28,10 @@ layer's weights take one of ``cl`` k-means values, stored as a codebook and entr
 evaluators/clustering.py; excludes ``wb``), ``wb`` weight bits, ``ab`` activation bits. Defaults
 (pr0, sp0, cl0, wb32, ab32, se0, ex0) are omitted when formatting.
 
+Low-rank factorisation: ``lr`` on a ds, ir or er stage replaces each block's 1x1 projection (cin x
+cout) by two 1x1 convolutions through ``max(1, round(lr x min(cin, cout)))`` channels (spaces/build.py
+``rank_of``); it excludes ``pr`` on the same stage.
+
 Early exits: ``ex`` on a ds, ir, er, fire or cn stage adds an exit after it (global average pool and
 a linear classifier on the stage's output); an input leaves there when the exit's top softmax
 probability reaches ``ex`` (a threshold in (0, 1)), else it goes on (evaluators/early_exit.py). timm reads ``p`` and
@@ -87,6 +91,7 @@ class BlockSpec:
     abits: int = 32
     ops: str = ""  # a cell's edge operators, one digit per edge (see the module docstring)
     exit: float = 0.0  # confidence threshold of an exit after this stage; 0: no exit
+    lowrank: float = 0.0  # rank of the 1x1 projection as a fraction of its smaller side; 0: full
 
     @property
     def compressed(self) -> bool:
@@ -96,6 +101,7 @@ class BlockSpec:
             or self.clusters > 0
             or self.wbits < 32
             or self.abits < 32
+            or self.lowrank > 0
         )
 
 
@@ -134,7 +140,7 @@ class ArchSpec:
             self,
             stem=replace(self.stem, sparsity=0.0, clusters=0, wbits=32, abits=32),
             stages=tuple(
-                replace(s, prune=0.0, sparsity=0.0, clusters=0, wbits=32, abits=32)
+                replace(s, prune=0.0, lowrank=0.0, sparsity=0.0, clusters=0, wbits=32, abits=32)
                 for s in self.stages
             ),
             head=replace(self.head, sparsity=0.0, clusters=0, wbits=32, abits=32),
@@ -148,8 +154,8 @@ _KEYS: dict[str, tuple[tuple[str, type, bool], ...]] = {
     "stem": (("k", int, True), ("s", int, True), ("c", int, True), *_CODED, ("wb", int, False), ("ab", int, False)),
     "ds": (
         ("r", int, True), ("k", int, True), ("s", int, True), ("e", float, True), ("c", int, True),
-        ("se", float, False), ("pr", float, False), *_CODED, ("wb", int, False), ("ab", int, False),
-        ("ex", float, False),
+        ("se", float, False), ("pr", float, False), ("lr", float, False), *_CODED,
+        ("wb", int, False), ("ab", int, False), ("ex", float, False),
     ),
     "fire": (
         ("r", int, True), ("s", int, True), ("q", int, True), ("c", int, True),
@@ -163,7 +169,7 @@ _KEYS["ir"] = _KEYS["er"] = _KEYS["ds"]
 _KEYS["cn"] = (("r", int, True), ("k", int, True), ("s", int, True), ("c", int, True),
                ("pr", float, False), *_CODED, ("wb", int, False), ("ab", int, False),
                ("ex", float, False))  # fmt: skip
-_DEFAULTS = {"se": 0.0, "pr": 0.0, "sp": 0.0, "cl": 0, "wb": 32, "ab": 32, "ex": 0.0}
+_DEFAULTS = {"se": 0.0, "pr": 0.0, "lr": 0.0, "sp": 0.0, "cl": 0, "wb": 32, "ab": 32, "ex": 0.0}
 _TOKEN = re.compile(r"^([a-z]+)(\d+(?:\.\d+)?)$")
 
 
@@ -366,6 +372,20 @@ def parse_arch(text: str) -> ArchSpec:
                     where,
                     "a ds block has no hidden channels to prune (pr)",
                 )
+                lr = float(v.get("lr", 0.0))
+                _check(
+                    0.0 <= lr < 1.0,
+                    seg,
+                    where,
+                    f"lr{format_number(lr)}: rank fraction must be in (0, 1)",
+                )
+                _check(
+                    lr == 0 or pr == 0,
+                    seg,
+                    where,
+                    "lr and pr both shrink the projection's input side: give one of them",
+                )
+                bits["lowrank"] = lr
                 stages.append(
                     BlockSpec(kind=kind, repeats=int(v["r"]), kernel=int(v["k"]), stride=int(v["s"]),
                               expansion=float(v["e"]), channels=_channels(v["c"], seg, where), se=se,
@@ -390,10 +410,14 @@ def _cell_or_res(kind: str, v: dict, seg: str, where: str) -> BlockSpec:
     return BlockSpec(kind="cell", repeats=int(v["r"]), channels=c, ops=ops)
 
 
-def _compression(prune: float | None, part: StemSpec | BlockSpec | HeadSpec) -> list[str]:
+def _compression(
+    prune: float | None, part: StemSpec | BlockSpec | HeadSpec, lowrank: float = 0.0
+) -> list[str]:
     out = []
     if prune:
         out.append(f"pr{format_number(prune)}")
+    if lowrank:
+        out.append(f"lr{format_number(lowrank)}")
     if part.sparsity:
         out.append(f"sp{format_number(part.sparsity)}")
     if part.clusters:
@@ -428,7 +452,7 @@ def format_stage(b: BlockSpec, *, compression: bool = True) -> str:
         if b.se:
             toks.append(f"se{format_number(b.se)}")
     if compression:
-        toks += _compression(b.prune, b)
+        toks += _compression(b.prune, b, b.lowrank)
         if b.exit:
             toks.append(f"ex{format_number(b.exit)}")
     return "_".join(toks)

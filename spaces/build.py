@@ -153,6 +153,25 @@ def narrow_block(module: nn.Module, kind: str, hid: int) -> nn.Module:
     return module
 
 
+# The 1x1 projection a low-rank key (``lr``) factorises, per block kind.
+PROJECTION = {"ir": "conv_pwl", "er": "conv_pwl", "ds": "conv_pw"}
+
+
+def rank_of(cin: int, cout: int, fraction: float) -> int:
+    """The inner width of a projection factorised at ``fraction`` of its smaller side."""
+    return max(1, round(fraction * min(cin, cout)))
+
+
+def factorised(conv: nn.Conv2d, fraction: float) -> nn.Sequential:
+    """A 1x1 convolution (cin -> cout) as two, cin -> r -> cout, r = ``rank_of``; the first has no
+    bias and no activation between them, so the pair is a rank-r linear map of the same shape."""
+    r = rank_of(conv.in_channels, conv.out_channels, fraction)
+    return nn.Sequential(
+        nn.Conv2d(conv.in_channels, r, 1, bias=False),
+        nn.Conv2d(r, conv.out_channels, 1, bias=conv.bias is not None),
+    )
+
+
 class CompactNet(nn.Module):
     """stem -> stages -> optional 1x1 head conv -> global average pool -> dropout -> linear.
 
@@ -173,6 +192,11 @@ class CompactNet(nn.Module):
             stages.append(build_stage(block, chs))
             chs = block.channels
         self.stages = nn.Sequential(*stages)
+        for block, stage in zip(spec.stages, self.stages, strict=True):
+            if block.lowrank > 0:
+                name = PROJECTION[block.kind]
+                for m in stage:
+                    setattr(m, name, factorised(getattr(m, name), block.lowrank))
         # Early exits (``ex``): a linear classifier on the pooled output of each stage that has one,
         # keyed by the stage's index. ``forward`` is the full network; ``forward_exits`` adds them.
         self.exits = nn.ModuleDict(

@@ -237,10 +237,23 @@ def _block_layers(
         )
         out.append(Layer(name=f"{p}.se.mul", op="mul", cin=dw_ch, cout=dw_ch, hin=h, win=w, hout=h, wout=w, wbits=wb, abits=ab, stage=st))  # fmt: skip
     name = "conv_pwl" if b.kind == "ir" else "conv_pw"
-    out.append(_conv(f"{p}.{name}", dw_ch, b.channels, 1, 1, h, w, wb=wb, ab=ab, stage=st))
+    out += _projection(f"{p}.{name}", dw_ch, b.channels, h, w, b, wb, ab, st)
     if cin == b.channels and stride == 1:
         out.append(Layer(name=f"{p}.add", op="add", cin=cin, cout=cin, hin=h, win=w, hout=h, wout=w, wbits=wb, abits=ab, stage=st))  # fmt: skip
     return out
+
+
+def _projection(
+    name: str, cin: int, cout: int, h: int, w: int, b: BlockSpec, wb: int, ab: int, st: int
+) -> list[Layer]:
+    """A block's 1x1 projection with its batch norm; factorised in two at low rank (``lr``)."""
+    if not b.lowrank:
+        return [_conv(name, cin, cout, 1, 1, h, w, wb=wb, ab=ab, stage=st)]
+    r = max(1, round(b.lowrank * min(cin, cout)))  # as spaces/build.rank_of
+    return [
+        _conv(f"{name}.0", cin, r, 1, 1, h, w, bn=False, wb=wb, ab=ab, stage=st),
+        _conv(f"{name}.1", r, cout, 1, 1, h, w, wb=wb, ab=ab, stage=st),
+    ]
 
 
 def _se_layers(b: BlockSpec, p: str, cin: int, ch: int, h: int, w: int) -> list[Layer]:
@@ -268,7 +281,7 @@ def _fused_layers(
     h, w = exp.hout, exp.wout
     if b.se:
         out += _se_layers(b, p, cin, hid, h, w)
-    out.append(_conv(f"{p}.conv_pwl", hid, b.channels, 1, 1, h, w, wb=wb, ab=ab, stage=st))
+    out += _projection(f"{p}.conv_pwl", hid, b.channels, h, w, b, wb, ab, st)
     if cin == b.channels and stride == 1:
         out.append(Layer(name=f"{p}.add", op="add", cin=cin, cout=cin, hin=h, win=w, hout=h, wout=w, wbits=wb, abits=ab, stage=st))  # fmt: skip
     return out
