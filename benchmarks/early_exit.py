@@ -95,3 +95,26 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def render(ctx: object) -> list[str]:
+    """The REPORT.md section, from results/early_exit.json (benchmarks/report.py calls it)."""
+    d = ctx.data.get("early_exit")  # type: ignore[attr-defined]
+    out = ["## Early exits", ""]
+    if not d:
+        return out + ["Not run (no `early_exit.json`).", ""]
+    out.append(
+        f"{d['data']}, {d['epochs']} epochs, exits fitted on frozen features; test split; predicted "
+        f"latency on {', '.join(d['devices'])}; commit {str(d.get('commit', 'unknown'))[:12]}. "
+        "Expected latency is over where the test images left, as a share of the network without exits."
+    )
+    out += ["", "| network | threshold | left at exits / output | accuracy | points lost | "
+            + " | ".join(f"{dev} expected" for dev in d["devices"]) + " |",
+            "|---|---|---|---|---|" + "---|" * len(d["devices"])]  # fmt: skip
+    for m in d.get("models", []):
+        for p in m["points"]:
+            shares = " / ".join(f"{f:.2f}" for f in p["fractions"])
+            lat = " | ".join(f"{p[dev]['expected_over_no_exits']:.3f}x" for dev in d["devices"])
+            out.append(f"| `{m['arch'][:48]}...` | {p['threshold']} | {shares} | "
+                       f"{100 * p['accuracy']:.2f}% | {p['points_lost']:+.2f} | {lat} |")  # fmt: skip
+    return [*out, ""]

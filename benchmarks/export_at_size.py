@@ -105,3 +105,33 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def render(ctx: object) -> list[str]:
+    """The REPORT.md section, from results/export_at_size.json (benchmarks/report.py calls it)."""
+    d = ctx.data.get("export_at_size")  # type: ignore[attr-defined]
+    out = ["## Exports at the searched size", ""]
+    if not d:
+        return out + ["Not run (no `export_at_size.json`).", ""]
+    out.append(
+        f"The front picks of `{Path(d['search']).name}` exported with `--device {d['device']}`, run in "
+        f"their runtimes on the test split; commit {str(d.get('commit', 'unknown'))[:12]}."
+    )
+    out += ["", "| pick | trial | format | file bytes | searched size_bytes | ratio | top-1 agreement |",
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in d.get("picks", []):
+        if "error" in r:
+            out.append(f"| {r['pick']} | | | {r['error']} | | | |")
+            continue
+        out.append(f"| {r['pick']} | {r['trial']} | {r['format']} | {r['file_bytes']:,} | "
+                   f"{r['size_bytes']:,} | {r['ratio']:.3f} | {r['top1_agreement']:.4f} |")  # fmt: skip
+    if d.get("int8_formats"):
+        out += ["", "| pick | trial | int8 format | file bytes | top-1 agreement | check |",
+                "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in d["int8_formats"]:
+            if "error" in r:
+                out.append(f"| {r['pick']} | {r['trial']} | {r['format']} | {r['error']} | | |")
+                continue
+            out.append(f"| {r['pick']} | {r['trial']} | {r['format']} | {r['file_bytes']:,} | "
+                       f"{r['top1_agreement']:.4f} | {'passed' if r['passed'] else 'failed'} |")  # fmt: skip
+    return [*out, ""]

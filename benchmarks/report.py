@@ -46,6 +46,8 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("latency_fidelity", "report_sections.latency:render"),
     ("compression", "report_sections.compression:render"),
     ("weight_sharing", "weight_sharing:render"),
+    ("early_exit", "early_exit:render"),
+    ("export_at_size", "export_at_size:render"),
     ("signal_fidelity", "signal_fidelity:render"),
     ("screening", "screening:render"),
     ("nb201_oneshot", "nb201_oneshot:render"),
