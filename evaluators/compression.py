@@ -37,7 +37,7 @@ from compactnas.evaluators.quantization import (
 )
 from compactnas.evaluators.train import LossFn, Report, TrainConfig, train
 from compactnas.spaces.arch import ArchSpec, as_spec
-from compactnas.spaces.build import create_model
+from compactnas.spaces.build import create_model, factorise_projections
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,9 +99,13 @@ def is_clustered(spec: ArchSpec) -> bool:
     return any(p.clusters > 0 for p in (spec.stem, *spec.stages, spec.head))
 
 
+def is_factorised(spec: ArchSpec) -> bool:
+    return any(st.lowrank > 0 for st in spec.stages)
+
+
 def is_compressed(spec: ArchSpec | str) -> bool:
     spec = as_spec(spec)
-    return is_pruned(spec) or is_quantized(spec) or is_coded(spec)
+    return is_pruned(spec) or is_quantized(spec) or is_coded(spec) or is_factorised(spec)
 
 
 MAX_COMPRESSION_SHARE = 0.7
@@ -123,13 +127,16 @@ def plan_epochs(spec: ArchSpec, epochs: int, cc: CompressionConfig) -> EpochPlan
     """Split ``epochs`` between dense training, pruning steps and QAT; every phase present gets >= 1."""
     # Together the compression phases take at most MAX_COMPRESSION_SHARE of the epochs (each share
     # scaled down alike when a spec has them all), so dense training keeps the rest.
+    # Low-rank projections are factorised at the first structural step and fine-tuned with it.
+    structural = is_pruned(spec) or is_factorised(spec)
     shares = {
-        "prune": cc.prune_share if is_pruned(spec) else 0.0,
+        "prune": cc.prune_share if structural else 0.0,
         "sparse": cc.sparse_share if is_sparse(spec) else 0.0,
         "qat": cc.qat_share if is_quantized(spec) or is_clustered(spec) else 0.0,
     }
     scale = min(1.0, MAX_COMPRESSION_SHARE / max(sum(shares.values()), 1e-9))
-    prune = _steps(epochs * shares["prune"] * scale, cc.prune_steps) if is_pruned(spec) else ()
+    steps = cc.prune_steps if is_pruned(spec) else 1
+    prune = _steps(epochs * shares["prune"] * scale, steps) if structural else ()
     sparse = _steps(epochs * shares["sparse"] * scale, cc.sparse_steps) if is_sparse(spec) else ()
     qat = max(1, round(epochs * shares["qat"] * scale)) if shares["qat"] else 0
     dense = max(1, epochs - sum(prune) - sum(sparse) - qat)
@@ -167,7 +174,10 @@ def compress(
     if plan.prune:
         steps = 1 if stopped else len(plan.prune)
         for k in range(1, steps + 1):
-            prune_structured(model, spec, fraction=k / steps, importance=cc.importance)
+            if is_pruned(spec):
+                prune_structured(model, spec, fraction=k / steps, importance=cc.importance)
+            if k == 1:  # from the trained dense projections' SVD
+                factorise_projections(model, spec)
             if not stopped:
                 step_cfg = dataclasses.replace(cfg, seed=cfg.seed + k)
                 s = train(
@@ -262,7 +272,7 @@ def build_pruned_model(spec: ArchSpec | str, *, num_classes: int, in_chans: int)
     spec = as_spec(spec)
     model = create_model(spec, num_classes=num_classes, in_chans=in_chans)
     prune_structured(model, spec, fraction=1.0)
-    return model
+    return factorise_projections(model, spec)
 
 
 def build_compressed_model(spec: ArchSpec | str, *, num_classes: int, in_chans: int) -> nn.Module:

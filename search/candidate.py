@@ -24,7 +24,7 @@ from compactnas.evaluators import (
     create_evaluator,
     is_compressed,
 )
-from compactnas.evaluators.compression import is_pruned
+from compactnas.evaluators.compression import is_factorised, is_pruned
 from compactnas.evaluators.early_exit import exit_outcome, fit_exits
 from compactnas.evaluators.train import Report
 from compactnas.hw_profiles import create_latency_model, load_profile
@@ -119,7 +119,7 @@ def evaluate_candidate(
     # Fake quantization is left out of the host timing: it simulates integer arithmetic in float and
     # does not speed up a CPU; what low bit-widths gain on a target is the device profile's to say.
     shaped = model
-    if is_pruned(spec):
+    if is_pruned(spec) or is_factorised(spec):
         shaped = build_pruned_model(
             spec, num_classes=data.num_classes, in_chans=data.input_shape[0]
         )

@@ -162,14 +162,36 @@ def rank_of(cin: int, cout: int, fraction: float) -> int:
     return max(1, round(fraction * min(cin, cout)))
 
 
+@torch.no_grad()
 def factorised(conv: nn.Conv2d, fraction: float) -> nn.Sequential:
-    """A 1x1 convolution (cin -> cout) as two, cin -> r -> cout, r = ``rank_of``; the first has no
-    bias and no activation between them, so the pair is a rank-r linear map of the same shape."""
-    r = rank_of(conv.in_channels, conv.out_channels, fraction)
-    return nn.Sequential(
-        nn.Conv2d(conv.in_channels, r, 1, bias=False),
-        nn.Conv2d(r, conv.out_channels, 1, bias=conv.bias is not None),
+    """A 1x1 convolution (cin -> cout) as two, cin -> r -> cout, r = ``rank_of``, initialised by the
+    truncated SVD of its weight (W ~ U_r S_r V_r^T, split as (U_r S_r^1/2)(S_r^1/2 V_r^T)): the best
+    rank-r approximation of what it computed. No activation between them, bias on the second."""
+    cout, cin = conv.out_channels, conv.in_channels
+    r = rank_of(cin, cout, fraction)
+    u, s, vh = torch.linalg.svd(
+        conv.weight.detach().reshape(cout, cin).double(), full_matrices=False
     )
+    root = s[:r].sqrt()
+    first = nn.Conv2d(cin, r, 1, bias=False)
+    second = nn.Conv2d(r, cout, 1, bias=conv.bias is not None)
+    first.weight.copy_((root[:, None] * vh[:r]).reshape(r, cin, 1, 1).float())
+    second.weight.copy_((u[:, :r] * root[None]).reshape(cout, r, 1, 1).float())
+    if conv.bias is not None:
+        second.bias.copy_(conv.bias.detach())
+    return nn.Sequential(first, second).to(conv.weight.device)
+
+
+def factorise_projections(model: nn.Module, spec: ArchSpec) -> nn.Module:
+    """Replace (in place) the 1x1 projection of every block of a stage with ``lr`` by its low-rank
+    pair (``factorised``); returns ``model``. Stages already factorised are left as they are."""
+    for block, stage in zip(spec.stages, model.stages, strict=True):
+        if block.lowrank > 0:
+            name = PROJECTION[block.kind]
+            for m in stage:
+                if isinstance(getattr(m, name), nn.Conv2d):
+                    setattr(m, name, factorised(getattr(m, name), block.lowrank))
+    return model
 
 
 class CompactNet(nn.Module):
@@ -192,11 +214,6 @@ class CompactNet(nn.Module):
             stages.append(build_stage(block, chs))
             chs = block.channels
         self.stages = nn.Sequential(*stages)
-        for block, stage in zip(spec.stages, self.stages, strict=True):
-            if block.lowrank > 0:
-                name = PROJECTION[block.kind]
-                for m in stage:
-                    setattr(m, name, factorised(getattr(m, name), block.lowrank))
         # Early exits (``ex``): a linear classifier on the pooled output of each stage that has one,
         # keyed by the stage's index. ``forward`` is the full network; ``forward_exits`` adds them.
         self.exits = nn.ModuleDict(

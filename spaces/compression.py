@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 PRUNE_RATIOS = (0.0, 0.25, 0.5, 0.75)
+# Low-rank projections (``lr``), for an unpruned ds/ir/er stage: full rank or these fractions.
+LOWRANK_FRACTIONS = (0.0, 0.25, 0.5)
 WEIGHT_BITS = (2, 4, 8, 32)
 ACT_BITS = (8, 32)
 # Weight sharing (``share_weights``): magnitude sparsity and k-means clusters per stage.
@@ -44,13 +46,17 @@ def sample_compression(
     prunable: bool = True,
     sharing: bool = False,
     precision: Precision | None = None,
+    factorable: bool = False,
 ) -> dict[str, Any]:
     """Pruning ratio (only for stages with hidden channels) and weight/activation bit-widths; with
     ``sharing``, also a sparsity and a cluster count (a clustered stage keeps 32-bit weights: its
-    codebook is its quantizer). A ``precision`` fixes the bit-widths (the whole network shares it)."""
+    codebook is its quantizer). A ``precision`` fixes the bit-widths (the whole network shares it).
+    A ``factorable`` stage (a 1x1 projection: ds, ir, er) left unpruned also gets a low-rank fraction."""
     out: dict[str, Any] = {
         "prune": trial.suggest_categorical(f"s{stage}_pr", PRUNE_RATIOS) if prunable else 0.0
     }
+    if factorable and not out["prune"]:
+        out["lowrank"] = trial.suggest_categorical(f"s{stage}_lr", LOWRANK_FRACTIONS)
     if precision is not None:
         return {**out, **precision_keys(precision)}
     if sharing:

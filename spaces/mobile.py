@@ -70,6 +70,7 @@ class MobileSpace:
                             prunable=kind in ("ir", "er"),
                             sharing=self.share_weights,
                             precision=fixed,
+                            factorable=self.compress and kind in ("ds", "ir", "er"),
                         )
                         if self.compress or self.share_weights
                         else {}

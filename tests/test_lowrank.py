@@ -20,6 +20,26 @@ from compactnas.spaces.layers import count_params
 ARCH = "stem_k3_s1_c8-ir_r2_k3_s2_e4_c32_lr0.25-ds_r1_k3_s1_e1_c48_lr0.5_wb8_ab8-head_c0"
 
 
+def test_the_factorised_pair_is_the_best_rank_r_approximation():
+    from compactnas.spaces.build import factorised
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(24, 16, 1, bias=False)
+    pair = factorised(conv, 0.5)
+    x = torch.randn(4, 24, 3, 3)
+    w = conv.weight.reshape(16, 24).double()
+    s = torch.linalg.svdvals(w)
+    err = (pair(x) - conv(x)).double()
+    # the pair's weight is W's rank-8 truncation: its error on W is the dropped singular values
+    pw = (pair[1].weight.reshape(16, 8) @ pair[0].weight.reshape(8, 24)).double()
+    assert torch.linalg.matrix_norm(pw - w).item() == pytest.approx(
+        s[8:].pow(2).sum().sqrt().item(), rel=1e-4
+    )
+    assert err.abs().max() < conv(x).abs().max()
+    full = factorised(conv, 0.99)  # rank 16 of 16: exact
+    assert torch.allclose(full(x), conv(x), atol=1e-5)
+
+
 def test_lr_round_trips_and_is_refused_where_it_has_no_meaning():
     assert str(parse_arch(ARCH)) == ARCH
     assert parse_arch(ARCH).stages[0].lowrank == 0.25 and parse_arch(ARCH).stages[0].compressed
@@ -34,7 +54,10 @@ def test_lr_round_trips_and_is_refused_where_it_has_no_meaning():
 
 
 def test_the_projection_is_two_convolutions_through_the_rank_and_counted_so():
-    model = create_model(ARCH, num_classes=10, in_chans=1)
+    assert isinstance(
+        create_model(ARCH, num_classes=10, in_chans=1).stages[0][0].conv_pwl, torch.nn.Conv2d
+    )
+    model = build_model(ARCH, num_classes=10, in_chans=1)  # compression applied: factorised
     proj = model.stages[0][0].conv_pwl
     hidden, out = 8 * 4, 32  # 8 input channels x expansion 4
     assert [c.out_channels for c in proj] == [rank_of(hidden, out, 0.25), out]
@@ -47,9 +70,12 @@ def test_the_projection_is_two_convolutions_through_the_rank_and_counted_so():
 
 def test_a_low_rank_model_trains_and_exports_within_the_tolerances(digits, tmp_path):
     torch.manual_seed(0)
-    model = build_model(ARCH, num_classes=10, in_chans=1)
+    model = create_model(ARCH, num_classes=10, in_chans=1)  # dense, as a search trains it first
     CompressEvaluator(train_config=TrainConfig(epochs=8)).evaluate(model, ARCH, digits)
     model.eval()
+    # factorised from the trained projections' SVD, then fine-tuned: the structure build_model gives
+    rebuilt = build_model(ARCH, num_classes=10, in_chans=1)
+    rebuilt.load_state_dict(model.state_dict())
     x = digits.test.x[:128]
     ref = torch_logits(model, x)
     assert (ref.argmax(1) == digits.test.y[:128].numpy()).mean() > 0.5  # it learned
