@@ -359,7 +359,7 @@ def run_search_step(args, s, data, resize, work, doc, path, prev=None) -> dict[s
         out=str(work / "search"), experiment="arena",
     )  # fmt: skip
     done = work / "search" / "summary.json"
-    if prev and (prev.get("search") or {}).get("config") == cfg.to_dict():
+    if prev and same_search((prev.get("search") or {}).get("config"), cfg.to_dict()):
         # --resume: the same search already ran. Its front is in the results file, so a lost work
         # folder costs nothing unless the front models still have to be retrained.
         if done.is_file():
@@ -387,6 +387,17 @@ def run_search_step(args, s, data, resize, work, doc, path, prev=None) -> dict[s
     }
     write(path, doc)
     return result.summary
+
+
+def same_search(before: dict[str, Any] | None, now: dict[str, Any]) -> bool:
+    """Whether an earlier run's search settings are this run's. A setting the earlier run's code did
+    not have yet counts as the same when it is at its default now (a new option changes no old search)."""
+    from compactnas.search.config import SearchConfig
+
+    if not before:
+        return False
+    defaults = SearchConfig().to_dict()
+    return all(before.get(k, defaults.get(k)) == v for k, v in now.items())
 
 
 def kept_retrain(prev: dict[str, Any] | None, doc: dict[str, Any]) -> list[dict] | None:

@@ -146,3 +146,16 @@ def test_summary_counts_verdicts_flags_unconverged_and_says_by_how_much():
 def test_unknown_baseline_is_refused(capsys):
     assert arena.main(["--data", "digits", "--baselines", "alexnet"]) == 2
     assert "unknown baseline" in capsys.readouterr().err
+
+
+def test_resume_keeps_a_search_made_before_a_new_option_existed():
+    """--resume compares search settings; an option added since (at its default) changes nothing,
+    any setting that differs does."""
+    from compactnas.search.config import SearchConfig
+
+    now = SearchConfig(trials=3, seed=0).to_dict()
+    before = {k: v for k, v in now.items() if k != "exits"}  # written by code without the option
+    assert arena.same_search(before, now)
+    assert not arena.same_search(before, {**now, "exits": True})
+    assert not arena.same_search({**before, "trials": 4}, now)
+    assert not arena.same_search(None, now)
