@@ -35,6 +35,7 @@ from compactnas.evaluators.quantization import (
     freeze_observers,
     spec_bits,
 )
+from compactnas.evaluators.rewinding import Snapshots, rewind, rewinds, spec_rewind
 from compactnas.evaluators.train import LossFn, Report, TrainConfig, train
 from compactnas.spaces.arch import ArchSpec, as_spec
 from compactnas.spaces.build import create_model, factorise_projections
@@ -168,7 +169,10 @@ def compress(
     cc = cc or CompressionConfig()
     plan = plan_epochs(spec, cfg.epochs, cc)
     x, y, val = data.train.x, data.train.y, (data.val.x, data.val.y)
-    stats = train(model, x, y, cfg, val=val, report=report, loss_fn=loss_fn, epochs=plan.dense)
+    # Segments with ``rw`` keep their weights at an early epoch to rewind to (evaluators/rewinding.py).
+    snaps = Snapshots(model, spec_rewind(spec), plan.dense) if rewinds(spec) else None
+    stats = train(model, x, y, cfg, val=val, report=report, loss_fn=loss_fn, epochs=plan.dense,
+                  on_epoch=snaps.after_epoch if snaps else None)  # fmt: skip
     stopped = bool(stats["stopped_early"])
     epochs = stats["epochs"]
     if plan.prune:
@@ -198,10 +202,13 @@ def compress(
         for k in range(1, steps + 1):
             sparsify(model, coding, fraction=k / steps)
             if not stopped:
+                # Rewound weights train again at the full learning rate, as from their epoch; the
+                # others are fine-tuned. Without retraining (stopped) nothing is rewound.
+                rewound = rewind(model, snaps) if snaps is not None else 0
                 step_cfg = dataclasses.replace(cfg, seed=cfg.seed + 100 + k)
                 s = train(
                     model, x, y, step_cfg, loss_fn=loss_fn, epochs=plan.sparse[k - 1],
-                    lr_scale=cc.prune_lr_scale,
+                    lr_scale=1.0 if rewound else cc.prune_lr_scale,
                 )  # fmt: skip
                 epochs += s["epochs"]
                 stats["loss"] = s["loss"]

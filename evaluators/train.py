@@ -258,6 +258,7 @@ def train(
     lr_scale: float = 1.0,
     epochs: int | None = None,
     checkpoint: Path | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Train in place on ``cfg.train_device``. After each epoch, ``report(epoch, val_accuracy)`` may stop
     training early. The model comes back where it was (and, with ``cfg.ema``, holds the averaged weights).
@@ -267,6 +268,9 @@ def train(
     the same file, settings and data carries on from its last finished epoch: ``report`` is called again
     for the restored epochs, in order, so a caller's curve is whole. A file from other settings is
     ignored and overwritten.
+
+    ``on_epoch(epoch)`` is called after each epoch this call runs, with the model's raw weights (not
+    the averaged ones) in place: a caller keeps what it needs of the training's path (rewinding does).
 
     Raises TrialDiverged on a non-finite loss. Returns {'epochs': run, 'loss': last, 'stopped_early': 0/1,
     'resumed_from': the checkpoint's epoch it carried on from, 0 if none}.
@@ -286,7 +290,7 @@ def train(
             )
             stats = _train_on(model, x.to(dev), y.to(dev), cfg, epochs, dev, prec, gen, mode,
                               val=val, report=report, loss_fn=loss_fn, lr_scale=lr_scale,
-                              saver=saver)  # fmt: skip
+                              saver=saver, on_epoch=on_epoch)  # fmt: skip
         finally:
             model.to(memory_format=torch.contiguous_format)
     return stats
@@ -308,6 +312,7 @@ def _train_on(
     loss_fn: LossFn | None,
     lr_scale: float,
     saver: _EpochCheckpoint | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     opt = make_optimizer(model, cfg, cfg.lr * lr_scale)
     steps_per_epoch = max(1, math.ceil(len(y) / cfg.batch_size))
@@ -336,9 +341,12 @@ def _train_on(
     reports: list[float] = []
     if saver is not None:
         first, last_loss, reports = saver.restore(model, opt, sched, scaler, ema, gen)
+        # The reports of the epochs already run go to ``report`` again, up to the first that
+        # stopped the training (a resumed training that had stopped runs no further epoch).
         for e, acc in enumerate(reports, 1):
             if report is not None and report(e, acc):
                 stopped = True
+                break
     epoch = first
     for epoch in range(first + 1, (first if stopped else epochs) + 1):
         perm = torch.randperm(len(y), generator=gen).to(dev)
@@ -376,6 +384,8 @@ def _train_on(
             stopped = report(epoch, acc)
         if saver is not None:
             saver.save(epoch, last_loss, reports, model, opt, sched, scaler, ema, gen)
+        if on_epoch is not None:
+            on_epoch(epoch)
         if stopped:
             break
     if ema is not None:

@@ -7,13 +7,14 @@ A whole network is one string of segments joined by ``-``::
 Block segments extend timm's block strings (``ds``, ``ir``, ``cn``, ``er``) and add SqueezeNet's ``fire``. Keys appear in
 one canonical order, so that ``format_arch(parse_arch(s)) == s`` holds for every valid string:
 
-    stem  k s c            [sp cl wb ab]
-    ds    r k s e c [se]   [pr sp cl wb ab]
-    ir    r k s e c [se]   [pr sp cl wb ab]
-    fire  r s q c          [pr sp cl wb ab]      q = squeeze channels; c = expand 1x1 + expand 3x3 channels
-    cn    r k s c          [pr sp cl wb ab]      plain k x k convolution + BN + ReLU (timm's ConvBnAct, no skip)
-    er    r k s e c [se]   [pr sp cl wb ab]      fused inverted residual: k x k expansion conv, 1x1 projection
-    head  c                [sp cl wb ab]         c0 = no 1x1 head convolution
+    stem  k s c            [sp rw cl wb ab]
+    ds    r k s e c [se]   [pr lr sp rw cl wb ab ex]
+    ir    r k s e c [se]   [pr lr sp rw cl wb ab ex]
+    fire  r s q c          [pr sp rw cl wb ab ex]   q = squeeze channels; c = expand 1x1 + 3x3 channels
+    cn    r k s c          [pr sp rw cl wb ab ex]   plain k x k convolution + BN + ReLU (no skip)
+    er    r k s e c [se]   [pr lr sp rw cl wb ab ex]   fused inverted residual: k x k expansion, 1x1
+                                                    projection
+    head  c                [sp rw cl wb ab]         c0 = no 1x1 head convolution
     cell  r c o                            a NAS-Bench-201 cell; o = its six edge operators as digits
     res   r s c                            a ResNet basic block (NAS-Bench-201's reduction block)
 
@@ -26,11 +27,17 @@ expanded channels, a fire block's squeeze channels; ds and cn blocks have none),
 sparsity of the segment's weights (the fraction zeroed by magnitude), ``cl`` weight sharing (each
 layer's weights take one of ``cl`` k-means values, stored as a codebook and entropy-coded indices;
 evaluators/clustering.py; excludes ``wb``), ``wb`` weight bits, ``ab`` activation bits. Defaults
-(pr0, sp0, cl0, wb32, ab32, se0, ex0) are omitted when formatting.
+(pr0, sp0, rw0, cl0, wb32, ab32, se0, ex0) are omitted when formatting.
+
+Lottery-ticket rewinding: ``rw`` beside ``sp`` finds that sparsity by iterative magnitude pruning with
+rewinding (evaluators/rewinding.py): after each pruning round the segment's surviving weights go back
+to their values early in dense training, at the end of epoch ``ceil(rw x dense epochs)``, and train
+again, instead of being fine-tuned from where they were. It needs ``sp`` on the same segment and
+excludes ``pr`` and ``lr`` there (their reshaped layers have no early weights to return to).
 
 Low-rank factorisation: ``lr`` on a ds, ir or er stage replaces each block's 1x1 projection (cin x
-cout) by two 1x1 convolutions through ``max(1, round(lr x min(cin, cout)))`` channels (spaces/build.py
-``rank_of``); it excludes ``pr`` on the same stage.
+cout) by two 1x1 convolutions through ``rank_of(cin, cout, lr)`` = ``max(1, round(lr x min(cin, cout)))``
+channels; it excludes ``pr`` on the same stage.
 
 Early exits: ``ex`` on a ds, ir, er, fire or cn stage adds an exit after it (global average pool and
 a linear classifier on the stage's output); an input leaves there when the exit's top softmax
@@ -54,6 +61,12 @@ ACT_BITS = (8, 32)
 _MAX_CHANNELS = 4096
 
 
+def rank_of(cin: int, cout: int, fraction: float) -> int:
+    """The inner width of a projection (cin -> cout) factorised at ``fraction`` of its smaller side:
+    the one formula the builder (spaces/build.py) and the cost model (spaces/layers.py) share."""
+    return max(1, round(fraction * min(cin, cout)))
+
+
 def format_number(x: float) -> str:
     """Shortest text for a number: integers without a decimal point, others as Python's repr."""
     if float(x).is_integer():
@@ -67,6 +80,7 @@ class StemSpec:
     stride: int = 1
     channels: int = 16
     sparsity: float = 0.0
+    rewind: float = 0.0
     clusters: int = 0
     wbits: int = 32
     abits: int = 32
@@ -86,6 +100,7 @@ class BlockSpec:
     squeeze: int = 0
     prune: float = 0.0
     sparsity: float = 0.0
+    rewind: float = 0.0
     clusters: int = 0
     wbits: int = 32
     abits: int = 32
@@ -109,6 +124,7 @@ class BlockSpec:
 class HeadSpec:
     channels: int = 0
     sparsity: float = 0.0
+    rewind: float = 0.0
     clusters: int = 0
     wbits: int = 32
     abits: int = 32
@@ -138,17 +154,27 @@ class ArchSpec:
         """The same architecture with every pruning ratio and bit-width at its default."""
         return replace(
             self,
-            stem=replace(self.stem, sparsity=0.0, clusters=0, wbits=32, abits=32),
+            stem=replace(self.stem, sparsity=0.0, rewind=0.0, clusters=0, wbits=32, abits=32),
             stages=tuple(
-                replace(s, prune=0.0, lowrank=0.0, sparsity=0.0, clusters=0, wbits=32, abits=32)
+                replace(
+                    s,
+                    prune=0.0,
+                    lowrank=0.0,
+                    sparsity=0.0,
+                    rewind=0.0,
+                    clusters=0,
+                    wbits=32,
+                    abits=32,
+                )
                 for s in self.stages
             ),
-            head=replace(self.head, sparsity=0.0, clusters=0, wbits=32, abits=32),
+            head=replace(self.head, sparsity=0.0, rewind=0.0, clusters=0, wbits=32, abits=32),
         )
 
 
-# Weight sharing keys (evaluators/clustering.py): unstructured sparsity and k-means clusters.
-_CODED = (("sp", float, False), ("cl", int, False))
+# Weight sharing keys (evaluators/clustering.py): unstructured sparsity, how it is found (rewinding,
+# evaluators/rewinding.py) and k-means clusters.
+_CODED = (("sp", float, False), ("rw", float, False), ("cl", int, False))
 # Canonical key order per segment kind: (key, type, required).
 _KEYS: dict[str, tuple[tuple[str, type, bool], ...]] = {
     "stem": (("k", int, True), ("s", int, True), ("c", int, True), *_CODED, ("wb", int, False), ("ab", int, False)),
@@ -169,7 +195,9 @@ _KEYS["ir"] = _KEYS["er"] = _KEYS["ds"]
 _KEYS["cn"] = (("r", int, True), ("k", int, True), ("s", int, True), ("c", int, True),
                ("pr", float, False), *_CODED, ("wb", int, False), ("ab", int, False),
                ("ex", float, False))  # fmt: skip
-_DEFAULTS = {"se": 0.0, "pr": 0.0, "lr": 0.0, "sp": 0.0, "cl": 0, "wb": 32, "ab": 32, "ex": 0.0}
+_DEFAULTS = {
+    "se": 0.0, "pr": 0.0, "lr": 0.0, "sp": 0.0, "rw": 0.0, "cl": 0, "wb": 32, "ab": 32, "ex": 0.0,
+}  # fmt: skip
 _TOKEN = re.compile(r"^([a-z]+)(\d+(?:\.\d+)?)$")
 
 
@@ -237,7 +265,7 @@ def _check(cond: bool, seg: str, where: str, msg: str) -> None:
 
 
 def _bits(v: dict, seg: str, where: str) -> dict[str, float]:
-    """A segment's weight-storage keys (sp cl wb ab), checked, as the spec's keyword arguments."""
+    """A segment's weight-storage keys (sp rw cl wb ab), checked, as the spec's keyword arguments."""
     wb, ab = int(v.get("wb", 32)), int(v.get("ab", 32))
     _check(wb in WEIGHT_BITS, seg, where, f"wb{wb}: weight bits must be one of {WEIGHT_BITS}")
     _check(ab in ACT_BITS, seg, where, f"ab{ab}: activation bits must be one of {ACT_BITS}")
@@ -256,7 +284,21 @@ def _bits(v: dict, seg: str, where: str) -> dict[str, float]:
         f"cl{cl} and wb{wb} both set the weights' values: a clustered layer's codebook replaces "
         "its weight bits (drop one)",
     )
-    return {"sparsity": sp, "clusters": cl, "wbits": wb, "abits": ab}
+    rw = float(v.get("rw", 0.0))
+    _check(
+        0.0 <= rw < 1.0,
+        seg,
+        where,
+        f"rw{format_number(rw)}: a rewind point is a share of dense training in [0, 1)",
+    )
+    _check(
+        rw == 0 or sp > 0,
+        seg,
+        where,
+        f"rw{format_number(rw)} rewinds the weights that sparsity keeps: it needs sp on the same "
+        "segment",
+    )
+    return {"sparsity": sp, "rewind": rw, "clusters": cl, "wbits": wb, "abits": ab}
 
 
 def _channels(c: float, seg: str, where: str, key: str = "c") -> int:
@@ -340,6 +382,12 @@ def parse_arch(text: str) -> ArchSpec:
                 f"ex{format_number(ex)}: an exit's confidence threshold must be in (0, 1)",
             )
             bits["exit"] = ex
+            _check(
+                not bits["rewind"] or pr == 0,
+                seg,
+                where,
+                "rw rewinds weights of the unpruned shapes: it excludes pr on the same stage",
+            )
             if kind == "fire":
                 c = _channels(v["c"], seg, where)
                 _check(
@@ -385,6 +433,13 @@ def parse_arch(text: str) -> ArchSpec:
                     where,
                     "lr and pr both shrink the projection's input side: give one of them",
                 )
+                _check(
+                    not bits["rewind"] or lr == 0,
+                    seg,
+                    where,
+                    "rw rewinds weights of the full-rank projection: it excludes lr on the same "
+                    "stage",
+                )
                 bits["lowrank"] = lr
                 stages.append(
                     BlockSpec(kind=kind, repeats=int(v["r"]), kernel=int(v["k"]), stride=int(v["s"]),
@@ -420,6 +475,8 @@ def _compression(
         out.append(f"lr{format_number(lowrank)}")
     if part.sparsity:
         out.append(f"sp{format_number(part.sparsity)}")
+    if part.rewind:
+        out.append(f"rw{format_number(part.rewind)}")
     if part.clusters:
         out.append(f"cl{part.clusters}")
     wbits, abits = part.wbits, part.abits

@@ -10,7 +10,7 @@ from timm.models._efficientnet_blocks import SqueezeExcite
 from timm.models._efficientnet_builder import EfficientNetBuilder, decode_arch_def
 from torch import nn
 
-from compactnas.spaces.arch import ArchSpec, BlockSpec, as_spec, format_stage
+from compactnas.spaces.arch import ArchSpec, BlockSpec, as_spec, format_stage, rank_of
 from compactnas.spaces.cells import build_cell_stage
 
 
@@ -155,11 +155,6 @@ def narrow_block(module: nn.Module, kind: str, hid: int) -> nn.Module:
 
 # The 1x1 projection a low-rank key (``lr``) factorises, per block kind.
 PROJECTION = {"ir": "conv_pwl", "er": "conv_pwl", "ds": "conv_pw"}
-
-
-def rank_of(cin: int, cout: int, fraction: float) -> int:
-    """The inner width of a projection factorised at ``fraction`` of its smaller side."""
-    return max(1, round(fraction * min(cin, cout)))
 
 
 @torch.no_grad()

@@ -13,6 +13,9 @@ ACT_BITS = (8, 32)
 # Weight sharing (``share_weights``): magnitude sparsity and k-means clusters per stage.
 SPARSITIES = (0.0, 0.5, 0.75, 0.9)
 CLUSTERS = (0, 16, 32)
+# How a sparse stage's weights are found: fine-tuned after each pruning round (0), or rewound to the
+# end of the first tenth of dense training (lottery-ticket rewinding, evaluators/rewinding.py).
+REWIND_POINTS = (0.0, 0.1)
 
 # Early exits (``exits``): no exit, or one at this confidence threshold.
 EXIT_THRESHOLDS = (0.0, 0.9, 0.95, 0.99)
@@ -50,7 +53,8 @@ def sample_compression(
 ) -> dict[str, Any]:
     """Pruning ratio (only for stages with hidden channels) and weight/activation bit-widths; with
     ``sharing``, also a sparsity and a cluster count (a clustered stage keeps 32-bit weights: its
-    codebook is its quantizer). A ``precision`` fixes the bit-widths (the whole network shares it).
+    codebook is its quantizer), and for a sparse stage neither pruned nor factorised, whether its
+    sparsity is found by rewinding (``rw``). A ``precision`` fixes the bit-widths (the whole network shares it).
     A ``factorable`` stage (a 1x1 projection: ds, ir, er) left unpruned also gets a low-rank fraction."""
     out: dict[str, Any] = {
         "prune": trial.suggest_categorical(f"s{stage}_pr", PRUNE_RATIOS) if prunable else 0.0
@@ -61,6 +65,8 @@ def sample_compression(
         return {**out, **precision_keys(precision)}
     if sharing:
         out["sparsity"] = trial.suggest_categorical(f"s{stage}_sp", SPARSITIES)
+        if out["sparsity"] and not out["prune"] and not out.get("lowrank"):
+            out["rewind"] = trial.suggest_categorical(f"s{stage}_rw", REWIND_POINTS)
         out["clusters"] = trial.suggest_categorical(f"s{stage}_cl", CLUSTERS)
     if not out.get("clusters"):
         out["wbits"] = trial.suggest_categorical(f"s{stage}_wb", WEIGHT_BITS)

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from compactnas.spaces.arch import ArchSpec, BlockSpec, as_spec
+from compactnas.spaces.arch import ArchSpec, BlockSpec, as_spec, rank_of
 from compactnas.spaces.cells import EDGES, OPS, cut_off, reaches_output
 
 
@@ -249,7 +249,7 @@ def _projection(
     """A block's 1x1 projection with its batch norm; factorised in two at low rank (``lr``)."""
     if not b.lowrank:
         return [_conv(name, cin, cout, 1, 1, h, w, wb=wb, ab=ab, stage=st)]
-    r = max(1, round(b.lowrank * min(cin, cout)))  # as spaces/build.rank_of
+    r = rank_of(cin, cout, b.lowrank)
     return [
         _conv(f"{name}.0", cin, r, 1, 1, h, w, bn=False, wb=wb, ab=ab, stage=st),
         _conv(f"{name}.1", r, cout, 1, 1, h, w, wb=wb, ab=ab, stage=st),

@@ -14,7 +14,7 @@ from compactnas.search.export.formats import build_model, deployable, write_onnx
 from compactnas.search.export.packed import load_packed, write_packed
 from compactnas.search.export.runners import OnnxModel, torch_logits
 from compactnas.spaces import create_model, parse_arch
-from compactnas.spaces.build import rank_of
+from compactnas.spaces.arch import rank_of
 from compactnas.spaces.layers import count_params
 
 ARCH = "stem_k3_s1_c8-ir_r2_k3_s2_e4_c32_lr0.25-ds_r1_k3_s1_e1_c48_lr0.5_wb8_ab8-head_c0"

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from compactnas.search.export.base import ExportError, first_line, latency_ms, silenced
+from compactnas.search.export.base import ExportError, first_line, latency_ms
+from compactnas.search.export.formats import INPUT_NAME, write_onnx
 from compactnas.search.export.registry import ExportFormat, WriteJob, register_format
 from compactnas.spaces.exits import exit_stages
 
@@ -81,17 +82,8 @@ def write_exits(
             name = f"segment_{i}.onnx"
             outputs = ["features", "logits"] if stage is not None else ["logits"]
             f = Path(tmp) / name
-            try:
-                with silenced(), torch.no_grad():
-                    torch.onnx.export(
-                        seg, (x,), str(f), dynamo=False, opset_version=17, input_names=["input"],
-                        output_names=outputs,
-                        dynamic_axes={n: {0: "batch"} for n in ["input", *outputs]},
-                    )  # fmt: skip
-            except Exception as e:  # noqa: BLE001 - any exporter failure is one line
-                raise ExportError(
-                    f"the ONNX exporter cannot convert segment {i}: {first_line(e)}"
-                ) from None
+            # Each segment takes the previous one's feature map (``x``, advanced below).
+            write_onnx(seg, tuple(x.shape[1:]), f, output_names=tuple(outputs), what=f"segment {i}")
             zf.write(f, name)
             entry: dict[str, Any] = {"file": name, "outputs": outputs}
             if stage is not None:
@@ -149,7 +141,7 @@ class ExitChain:
         h = np.ascontiguousarray(x.numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
         out = []
         for sess, t in zip(self.sessions, self.thresholds, strict=True):
-            res = sess.run(None, {"input": h})
+            res = sess.run(None, {INPUT_NAME: h})
             if t is not None:
                 h, logits = res
                 out.append(logits)
@@ -168,14 +160,16 @@ class ExitChain:
         for i in range(len(x)):
             h = x[i : i + 1]
             for sess, t, stage in zip(self.sessions, self.thresholds, self.stages, strict=True):
-                res = sess.run(None, {"input": h})
+                res = sess.run(None, {INPUT_NAME: h})
                 if t is None:
-                    logits.append(res[0]), where.append(-1)
+                    logits.append(res[0])
+                    where.append(-1)
                     break
                 h, z = res
                 p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
                 if p.max() >= t:
-                    logits.append(z), where.append(stage)
+                    logits.append(z)
+                    where.append(stage)
                     break
         return np.concatenate(logits), np.asarray(where)
 

@@ -33,9 +33,16 @@ STATE_DICT_FORMAT = "compactnas.state_dict/1"
 
 
 def write_onnx(
-    model: nn.Module, input_shape: tuple[int, int, int], path: Path, *, opset: int = 17
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    path: Path,
+    *,
+    opset: int = 17,
+    output_names: tuple[str, ...] = (OUTPUT_NAME,),
+    what: str = "this model",
 ) -> None:
-    """fp32 ONNX with a dynamic batch axis.
+    """fp32 ONNX with a dynamic batch axis on the input and on every output (``output_names``, in
+    the order the model returns them).
 
     The TorchScript-based exporter (``dynamo=False``) is used: the torch.export-based one needs the
     separate onnxscript package and takes seconds per model where this one takes a fraction of one.
@@ -43,6 +50,7 @@ def write_onnx(
     """
     model.eval()
     x = torch.zeros(1, *input_shape)
+    names = [INPUT_NAME, *output_names]
     try:
         with silenced(), torch.no_grad():
             torch.onnx.export(
@@ -52,12 +60,12 @@ def write_onnx(
                 dynamo=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                output_names=list(output_names),
+                dynamic_axes={n: {0: "batch"} for n in names},
             )
     except Exception as e:  # noqa: BLE001 - any exporter failure is reported as one line
         path.unlink(missing_ok=True)
-        raise ExportError(f"the ONNX exporter cannot convert this model: {first_line(e)}") from None
+        raise ExportError(f"the ONNX exporter cannot convert {what}: {first_line(e)}") from None
 
 
 class _Batches:
