@@ -12,6 +12,9 @@
    pruned shapes, weight bits), at the test accuracy it loses against the teacher.
 5. Wall time of one search trial (evaluate_candidate, latency measured on this host) for a dense and a
    compressed candidate at 15 epochs.
+6. The searched keys as a search trains them (the compress evaluator, the same epochs): magnitude
+   sparsity fine-tuned against the same sparsity found by lottery-ticket rewinding (``rw``), and
+   low-rank projections (``lr``) against the dense network: test accuracy and size per variant.
 
 Targets: int8 loses at most 1 point of test accuracy; distillation is not worse than none on average; a
 model >= 20x smaller than the teacher loses at most 2 points. Writes benchmarks/results/compression.json.
@@ -33,13 +36,14 @@ import torch
 
 from compactnas.core.data import load_data
 from compactnas.evaluators import TrainConfig, accuracy, build_pruned_model, count_parameters
+from compactnas.evaluators.compression import CompressEvaluator
 from compactnas.evaluators.distill import TeacherLogits, distillation_loss_fn, retrain
 from compactnas.evaluators.quantization import calibration_batches, post_training_quantize
 from compactnas.evaluators.teacher import TeacherConfig, get_teacher
 from compactnas.evaluators.train import train
 from compactnas.search.candidate import evaluate_candidate
 from compactnas.search.config import SearchConfig
-from compactnas.spaces import parse_arch
+from compactnas.spaces import create_model, parse_arch
 from compactnas.spaces.layers import count_params, size_bytes
 
 sys.path.insert(
@@ -67,6 +71,38 @@ WINNERS = [
     # pruned + 4-bit weights in the stages, int8 stem and head
     "stem_k3_s1_c16_wb8_ab8-ds_r1_k3_s1_e1_c16_wb4_ab8-ir_r2_k3_s2_e4_c24_pr0.5_wb4_ab8-ir_r2_k3_s2_e4_c48_se0.25_pr0.5_wb4_ab8-head_c64_wb8_ab8",
 ]  # fmt: skip
+
+
+# Step 6: ARCHS[0] with one key on every stage that takes it (and the head, for sparsity).
+SPARSE = "stem_k3_s1_c16-ds_r1_k3_s1_e1_c16_sp0.75-ir_r2_k3_s2_e4_c24_sp0.75-ir_r2_k3_s2_e4_c48_se0.25_sp0.75-head_c64_sp0.75"  # fmt: skip
+KEY_VARIANTS = {
+    "dense": ARCHS[0],
+    "sp0.75, fine-tuned": SPARSE,
+    "sp0.75, rewound to 10% (rw0.1)": SPARSE.replace("_sp0.75", "_sp0.75_rw0.1"),
+    "sp0.75, rewound to 30% (rw0.3)": SPARSE.replace("_sp0.75", "_sp0.75_rw0.3"),
+    "low rank 0.5 (lr0.5)": "stem_k3_s1_c16-ds_r1_k3_s1_e1_c16_lr0.5-ir_r2_k3_s2_e4_c24_lr0.5-ir_r2_k3_s2_e4_c48_se0.25_lr0.5-head_c64",  # fmt: skip
+    "low rank 0.25 (lr0.25)": "stem_k3_s1_c16-ds_r1_k3_s1_e1_c16_lr0.25-ir_r2_k3_s2_e4_c24_lr0.25-ir_r2_k3_s2_e4_c48_se0.25_lr0.25-head_c64",  # fmt: skip
+}
+
+
+def keys_step(res: Results, data, epochs: int, seeds: int) -> None:
+    """Step 6, saved after each variant: test accuracy (mean, std over seeds) and size."""
+    t0 = time.time()
+    rows = res.setdefault("searched_keys", {"epochs": epochs, "seeds": seeds, "variants": {}})
+    for name, arch in KEY_VARIANTS.items():
+        spec = parse_arch(arch)
+        accs, sizes = [], []
+        for s in range(seeds):
+            torch.manual_seed(s)
+            model = create_model(spec, num_classes=10, in_chans=1)
+            m = CompressEvaluator(train_config=cfg_for(epochs, s)).evaluate(model, spec, data)
+            accs.append(accuracy(model, data.test.x, data.test.y))
+            sizes.append(m.get("size_bytes", size_bytes(spec, SHAPE, 10)))
+        rows["variants"][name] = {"arch": arch, "test_accuracy": stats(accs),
+                                  "size_bytes": statistics.fmean(sizes)}  # fmt: skip
+        rows["seconds"] = round(time.time() - t0, 1)
+        res["searched_keys"] = rows
+        say(f"{name}: test {statistics.fmean(accs):.4f}, {statistics.fmean(sizes):.0f} B")
 
 
 def stats(values: list[float]) -> dict:
@@ -249,6 +285,9 @@ def main() -> int:
             "accuracy": m["accuracy"],
         }
     res["trial_time"] = times
+
+    # 6. The searched keys as a search trains them.
+    keys_step(res, data, epochs, side_seeds)
 
     # Existential target: the least lossy of the models at least 20x smaller than the teacher.
     small = [r for r in ratios if r["ratio"] >= 20]

@@ -65,6 +65,24 @@ def render(ctx: Ctx) -> list[str]:
             + ".",
             "",
         ]
+    sk = d.get("searched_keys")
+    if sk and sk.get("variants"):
+        dense = sk["variants"].get("dense")
+        out += [
+            f"The searched keys as a search trains them (compress evaluator, {sk.get('epochs')} "
+            f"epochs, {sk.get('seeds')} seeds; test accuracy, %):",
+            "",
+        ]
+        out += table(
+            ["variant", "test accuracy", "points against dense", "size (B)"],
+            [
+                [name, pm(v["test_accuracy"]),
+                 num(100 * (v["test_accuracy"]["mean"] - dense["test_accuracy"]["mean"]), 2)
+                 if dense else "", num(round(v["size_bytes"]))]
+                for name, v in sk["variants"].items()
+            ],
+        )  # fmt: skip
+        out.append("")
     tg = d.get("targets", {})
     if tg:
         out += table(
