@@ -275,7 +275,9 @@ def layer_coding(
         runs = (
             math.ceil(nnz * wbits / 8) + scales + entropy.coded_bytes(zero_runs(zero), RUN_CAP + 1)
         )
-        mode, size = ("runs", runs) if nnz < n and runs < dense else ("dense", dense)
+        # Binary levels have no zero: a binary layer with zeros codes their positions whatever it costs.
+        coded = nnz < n and (runs < dense or wbits == 1)
+        mode, size = ("runs", runs) if coded else ("dense", dense)
         return LayerCoding(name, n, nnz, 0, mode, size)
     book = clusters * CODEBOOK_BITS // 8
     one = entropy.coded_bytes(idx, clusters + 1)

@@ -5,7 +5,11 @@ Every convolution and linear layer is swapped for a Quant* subclass that fake-qu
 - its weight per output channel, symmetric, at the layer's weight bits (2, 4 or 8; 32 = left in float):
   integer levels ``-(2^(b-1) - 1) .. 2^(b-1) - 1``, i.e. **2^b - 1 levels** (narrow range, zero exact),
   with ``torch.fake_quantize_per_channel_affine``, whose gradient is the clipped straight-through
-  estimator;
+  estimator; 2 bits are ternary weights (-1, 0, +1 times the channel's scale). At 1 bit the weights
+  are binary, XNOR-Net's scaled signs: ``a_c sign(w)`` with ``a_c`` the mean magnitude of the channel's
+  weights (the scale that minimises the squared error), trained through BinaryConnect's
+  straight-through estimator (the gradient passes to the float weight unchanged). A weight that
+  pruning zeroed stays zero (``sign(0) = 0``), so sparsity and binary weights compose;
 - its input per tensor, affine, at the layer's activation bits (8; 32 = left in float), with
   ``torch.ao.quantization.FakeQuantize`` and a moving-average min/max observer: 2^b levels.
 
@@ -39,16 +43,23 @@ _CLIP_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 
 
 def weight_qrange(bits: int) -> tuple[int, int]:
-    """Integer range of symmetric narrow-range weights: 2^bits - 1 levels around an exact zero."""
+    """Integer range of symmetric narrow-range weights: 2^bits - 1 levels around an exact zero; at
+    1 bit the binary levels -1 and +1 (no zero level: a pruned weight's zero is coded apart)."""
+    if bits == 1:
+        return -1, 1
     if not 2 <= bits <= 16:
-        raise ValueError(f"weight bits must be in 2..16, got {bits}")
+        raise ValueError(f"weight bits must be in 1..16, got {bits}")
     q = 2 ** (bits - 1) - 1
     return -q, q
 
 
 @torch.no_grad()
 def weight_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
-    """Per-output-channel scale: max|w| / qmax at 8 bits and more, the MSE-best clip below."""
+    """Per-output-channel scale: max|w| / qmax at 8 bits and more, the MSE-best clip below, the mean
+    magnitude of the non-zero weights at 1 bit."""
+    if bits == 1:
+        mag = weight.detach().flatten(1).abs()
+        return (mag.sum(dim=1) / (mag > 0).sum(dim=1).clamp_min(1)).clamp_min(1e-8)
     _, qmax = weight_qrange(bits)
     w = weight.detach().flatten(1)
     amax = w.abs().amax(dim=1).clamp_min(1e-8)
@@ -68,10 +79,40 @@ def weight_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
     return best_scale
 
 
+@torch.no_grad()
+def weight_levels(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a ``bits``-bit layer stores: integer levels (weight's shape) and per-channel scales, with
+    ``levels x scale`` the weight ``fake_quantize_weight`` computes."""
+    scale = weight_scale(weight, bits).float()
+    flat = weight.detach().flatten(1)
+    if bits == 1:
+        q = torch.sign(flat)
+    else:
+        qmin, qmax = weight_qrange(bits)
+        q = (flat / scale[:, None]).round().clamp(qmin, qmax)
+    return q.reshape(weight.shape), scale
+
+
+class _Binary(torch.autograd.Function):
+    """Forward the binary weight exactly (sign x the channel's scale); backward the identity's
+    gradient (BinaryConnect's straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx: object, weight: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        scale = weight_scale(weight, 1).to(weight.dtype)
+        return torch.sign(weight) * scale.reshape(-1, *([1] * (weight.dim() - 1)))
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        return grad
+
+
 def fake_quantize_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
     """Per-channel (axis 0) symmetric fake quantization; identity at 32 bits."""
     if bits >= 32:
         return weight
+    if bits == 1:
+        return _Binary.apply(weight)
     qmin, qmax = weight_qrange(bits)
     scale = weight_scale(weight, bits).float()
     zero = torch.zeros(weight.shape[0], dtype=torch.int32, device=weight.device)

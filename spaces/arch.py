@@ -55,7 +55,7 @@ from compactnas.core.errors import ArchStringError
 BLOCK_KINDS = ("ds", "ir", "fire", "cn", "er", "cell", "res")
 CELL_EDGES = 6
 CELL_OPS = 5  # digits 0..4 of a cell's ``o`` key
-WEIGHT_BITS = (2, 4, 8, 32)
+WEIGHT_BITS = (1, 2, 4, 8, 32)
 MAX_CLUSTERS = 256  # indices up to 8 bits (a clustered layer's weights are int16 indices in memory)
 ACT_BITS = (8, 32)
 _MAX_CHANNELS = 4096

@@ -8,7 +8,7 @@ from typing import Any
 PRUNE_RATIOS = (0.0, 0.25, 0.5, 0.75)
 # Low-rank projections (``lr``), for an unpruned ds/ir/er stage: full rank or these fractions.
 LOWRANK_FRACTIONS = (0.0, 0.25, 0.5)
-WEIGHT_BITS = (2, 4, 8, 32)
+WEIGHT_BITS = (1, 2, 4, 8, 32)
 ACT_BITS = (8, 32)
 # Weight sharing (``share_weights``): magnitude sparsity and k-means clusters per stage.
 SPARSITIES = (0.0, 0.5, 0.75, 0.9)

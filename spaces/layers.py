@@ -387,7 +387,9 @@ def coded_weight_bytes(weights: int, wbits: int, sparsity: float, clusters: int)
     run_bits = math.ceil(math.log2(RUN_CAP + 1))
     runs = (nonzero * run_bits + 7) // 8 + _table_bytes(RUN_CAP + 1) if sparsity else 0
     if not clusters:
-        return min(weights * wbits / 8, math.ceil(nonzero * wbits / 8) + runs)
+        sparse = math.ceil(nonzero * wbits / 8) + runs
+        # binary levels have no zero: a sparse binary layer always codes its zeros' positions
+        return sparse if wbits == 1 else min(weights * wbits / 8, sparse)
     index_bits = max(1, math.ceil(math.log2(clusters + (1 if sparsity else 0))))
     one = (weights * index_bits + 7) // 8 + _table_bytes(clusters + 1)
     value_bits = max(1, math.ceil(math.log2(clusters)))

@@ -33,7 +33,7 @@ from torch import nn
 
 from compactnas.evaluators import entropy
 from compactnas.evaluators.clustering import layer_coding, shared_of, zero_runs
-from compactnas.evaluators.quantization import weight_qrange, weight_scale
+from compactnas.evaluators.quantization import weight_levels, weight_qrange
 from compactnas.search.export.base import ExportError
 from compactnas.search.export.formats import build_model
 from compactnas.search.export.registry import ExportFormat, WriteJob, register_format
@@ -54,7 +54,10 @@ _SKIP = (
 
 
 def pack_levels(q: np.ndarray, bits: int) -> bytes:
-    """Signed levels in ``weight_qrange(bits)`` as offset-binary ``bits``-bit fields, packed."""
+    """Signed levels in ``weight_qrange(bits)`` as offset-binary ``bits``-bit fields, packed; at 1 bit
+    the sign alone (a binary layer's zeros are coded as runs, never as levels)."""
+    if bits == 1:
+        return np.packbits((q > 0).astype(np.uint8)).tobytes()
     qmin, _ = weight_qrange(bits)
     u = (q.astype(np.int64) - qmin).astype(np.uint32)
     shifts = np.arange(bits - 1, -1, -1, dtype=np.uint32)
@@ -62,6 +65,8 @@ def pack_levels(q: np.ndarray, bits: int) -> bytes:
 
 
 def unpack_levels(data: bytes, bits: int, count: int) -> np.ndarray:
+    if bits == 1:
+        return np.unpackbits(np.frombuffer(data, dtype=np.uint8))[:count].astype(np.int64) * 2 - 1
     qmin, _ = weight_qrange(bits)
     b = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[: count * bits].reshape(count, bits)
     u = (b.astype(np.int64) << np.arange(bits - 1, -1, -1)).sum(axis=1)
@@ -118,9 +123,7 @@ def _write_weight(w: _Writer, m: nn.Module) -> None:
     bits = int(getattr(m, "weight_bits", 32))
     flat = weight.reshape(weight.shape[0], -1)
     if bits < 32:
-        scale = weight_scale(weight, bits).float()
-        qmin, qmax = weight_qrange(bits)
-        q = (flat / scale[:, None]).round().clamp(qmin, qmax)
+        q, scale = weight_levels(weight, bits)
         w.raw(scale)
         values = q.numpy().ravel()
     else:
