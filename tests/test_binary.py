@@ -17,7 +17,9 @@ from compactnas.spaces.layers import arch_layers, size_bytes
 
 SHAPE = (1, 8, 8)
 BINARY = "stem_k3_s1_c16_wb8-ir_r1_k3_s1_e4_c24_wb1-ir_r1_k3_s2_e4_c32_wb1-head_c64_wb8"
-SPARSE_BINARY = "stem_k3_s1_c16_wb8-ir_r1_k3_s1_e4_c24_sp0.5_wb1-ir_r1_k3_s2_e4_c32_wb1-head_c64_wb8"
+SPARSE_BINARY = (
+    "stem_k3_s1_c16_wb8-ir_r1_k3_s1_e4_c24_sp0.5_wb1-ir_r1_k3_s2_e4_c32_wb1-head_c64_wb8"
+)
 
 
 def test_wb1_round_trips_and_counts_one_bit_per_weight():
