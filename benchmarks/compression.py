@@ -13,8 +13,9 @@
 5. Wall time of one search trial (evaluate_candidate, latency measured on this host) for a dense and a
    compressed candidate at 15 epochs.
 6. The searched keys as a search trains them (the compress evaluator, the same epochs): magnitude
-   sparsity fine-tuned against the same sparsity found by lottery-ticket rewinding (``rw``), and
-   low-rank projections (``lr``) against the dense network: test accuracy and size per variant.
+   sparsity fine-tuned against the same sparsity found by lottery-ticket rewinding (``rw``), low-rank
+   projections (``lr``), and ternary (``wb2``) and binary (``wb1``) weights in the stages, against the
+   dense network: test accuracy and size per variant.
 
 Targets: int8 loses at most 1 point of test accuracy; distillation is not worse than none on average; a
 model >= 20x smaller than the teacher loses at most 2 points. Writes benchmarks/results/compression.json.
@@ -82,6 +83,8 @@ KEY_VARIANTS = {
     "sp0.75, rewound to 30% (rw0.3)": SPARSE.replace("_sp0.75", "_sp0.75_rw0.3"),
     "low rank 0.5 (lr0.5)": "stem_k3_s1_c16-ds_r1_k3_s1_e1_c16_lr0.5-ir_r2_k3_s2_e4_c24_lr0.5-ir_r2_k3_s2_e4_c48_se0.25_lr0.5-head_c64",  # fmt: skip
     "low rank 0.25 (lr0.25)": "stem_k3_s1_c16-ds_r1_k3_s1_e1_c16_lr0.25-ir_r2_k3_s2_e4_c24_lr0.25-ir_r2_k3_s2_e4_c48_se0.25_lr0.25-head_c64",  # fmt: skip
+    "ternary stages (wb2)": "stem_k3_s1_c16-ds_r1_k3_s1_e1_c16_wb2-ir_r2_k3_s2_e4_c24_wb2-ir_r2_k3_s2_e4_c48_se0.25_wb2-head_c64",  # fmt: skip
+    "binary stages (wb1)": "stem_k3_s1_c16-ds_r1_k3_s1_e1_c16_wb1-ir_r2_k3_s2_e4_c24_wb1-ir_r2_k3_s2_e4_c48_se0.25_wb1-head_c64",  # fmt: skip
 }
 
 
