@@ -94,3 +94,43 @@ def test_compress_samples_binary_weights():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = {b.wbits for _ in range(30) for b in space.sample(study.ask()).stages}
     assert 1 in seen and 2 in seen
+
+
+@pytest.mark.slow
+def test_a_binary_rewound_trial_exports_and_passes_the_checks(trained_search, tmp_path, digits):
+    """``compactnas export`` of a trial whose stages carry wb1 and sp+rw: every format's own fidelity
+    check passes, and the packed file reloads the model it stores."""
+    import dataclasses
+    import shutil
+
+    import compactnas
+
+    out = tmp_path / "copy"
+    shutil.copytree(trained_search, out, ignore=shutil.ignore_patterns("mlartifacts"))
+    ckpt_path = out / "checkpoints" / "trial_1.pt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    spec = parse_arch(ckpt["arch"])
+    first, *rest = spec.stages
+    coded = dataclasses.replace(
+        spec,
+        stages=(
+            dataclasses.replace(first, sparsity=0.5, rewind=0.1, prune=0.0, lowrank=0.0),
+            *(dataclasses.replace(b, wbits=1) for b in rest),
+        ),
+    )
+    arch = str(coded)
+    assert "rw0.1" in arch and "wb1" in arch
+    torch.manual_seed(0)
+    model = create_model(coded, num_classes=10, in_chans=1)
+    CompressEvaluator(train_config=TrainConfig(epochs=6)).evaluate(model, coded, digits)
+    torch.save(dict(ckpt, arch=arch, state_dict=model.state_dict()), ckpt_path)
+    res = compactnas.export(
+        out, trial=1, formats="onnx,packed,state-dict", dest=str(tmp_path / "e"), mlflow=False
+    )
+    for fmt in ("onnx", "packed", "state-dict"):
+        assert res.card["exports"][fmt]["checks"]["passed"], fmt
+    assert res.card["exports"]["onnx"]["max_abs_diff"] <= 1e-4
+    loaded = compactnas.load_exported(res.files["packed"])
+    model.eval()
+    x = digits.test.x[:64]
+    assert abs(torch_logits(loaded, x) - torch_logits(model, x)).max() <= 1e-4
