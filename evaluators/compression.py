@@ -204,7 +204,7 @@ def compress(
             if not stopped:
                 # Rewound weights train again at the full learning rate, as from their epoch; the
                 # others are fine-tuned. Without retraining (stopped) nothing is rewound.
-                rewound = rewind(model, snaps) if snaps is not None else 0
+                rewound = rewind(model, snaps.state) if snaps is not None else 0
                 step_cfg = dataclasses.replace(cfg, seed=cfg.seed + 100 + k)
                 s = train(
                     model, x, y, step_cfg, loss_fn=loss_fn, epochs=plan.sparse[k - 1],

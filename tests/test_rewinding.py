@@ -47,31 +47,39 @@ def test_the_rewind_epoch_is_within_dense_training():
 
 
 def test_rewind_puts_the_early_weights_back_under_the_late_masks(digits):
-    """The snapshot is the weights at the end of the rewind epoch; after a magnitude-pruning round the
-    layer holds exactly those weights where the mask, computed from the trained weights, keeps them."""
+    """The snapshot is the marked segments' state at the end of the rewind epoch; after a
+    magnitude-pruning round a layer holds exactly those weights where the mask, computed from the
+    trained weights, keeps them, and its batch norm is back at that epoch too."""
     spec = parse_arch(ARCH)
     torch.manual_seed(0)
     model = create_model(spec, num_classes=10, in_chans=1)
     snaps = Snapshots(model, spec_rewind(spec), 4)
     assert set(snaps.epoch_of.values()) == {2}  # ceil(0.3 x 4)
-    assert all(n.startswith(("stages.0", "classifier", "head")) for n in snaps.epoch_of), (
-        snaps.epoch_of
-    )
+    assert all(
+        n.startswith(("stages.0", "classifier", "head", "lastact")) for n in snaps.epoch_of
+    ), snaps.epoch_of
     train(model, digits.train.x, digits.train.y, TrainConfig(epochs=4), on_epoch=snaps.after_epoch)
     assert not snaps.missing
     name = "stages.0.0.conv_pw"
     late = model.get_submodule(name).weight.detach().clone()
-    early = snaps.weights[name]
+    early = snaps.state[name]["weight"]
+    bn = model.get_submodule("stages.0.0.bn1")
+    early_bn = snaps.state["stages.0.0.bn1"]
     assert not torch.allclose(late, early)  # two more epochs moved it
+    assert not torch.equal(bn.running_mean, early_bn["running_mean"])
     sparsify(model, spec_coding(spec))
     m = model.get_submodule(name)
     want_mask = late.abs() > late.abs().flatten().kthvalue(round(0.75 * late.numel())).values
     assert torch.equal(m.weight_mask.bool(), want_mask)
-    assert rewind(model, snaps) == len(snaps.epoch_of)
-    assert torch.equal(m.weight.detach(), early * want_mask)
-    # a layer without rw is left where training took it
     other = model.get_submodule("stages.1.0.conv_pw")
-    assert "stages.1.0.conv_pw" not in snaps.weights and hasattr(other, "weight_mask")
+    late_other = other.weight.detach().clone()
+    assert rewind(model, snaps.state) == len(snaps.epoch_of)
+    assert torch.equal(m.weight.detach(), early * want_mask)
+    assert torch.equal(bn.running_mean, early_bn["running_mean"])
+    assert torch.equal(bn.weight.detach(), early_bn["weight"])
+    # a layer without rw is left where training took it
+    assert "stages.1.0.conv_pw" not in snaps.state and hasattr(other, "weight_mask")
+    assert torch.equal(other.weight.detach(), late_other)
 
 
 def test_the_compress_evaluator_rewinds_each_round_and_the_model_exports(
@@ -79,8 +87,8 @@ def test_the_compress_evaluator_rewinds_each_round_and_the_model_exports(
 ):
     calls = []
 
-    def counted(model, snaps):
-        n = rewind(model, snaps)
+    def counted(model, state):
+        n = rewind(model, state)
         calls.append(n)
         return n
 
