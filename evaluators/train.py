@@ -32,7 +32,7 @@ from compactnas.evaluators.device import (
 )
 
 # report(step, value) -> True means "stop now" (early stopping decided by the caller).
-Report = Callable[[int, float], bool]
+Report = Callable[[int, float], bool | None]  # True stops the training; None goes on
 # loss_fn(logits, targets, inputs) -> loss; lets distillation replace cross-entropy.
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -381,7 +381,7 @@ def _train_on(
             if ema is not None:
                 ema.swap()
             reports.append(acc)
-            stopped = report(epoch, acc)
+            stopped = bool(report(epoch, acc))  # a report that returns nothing goes on
         if saver is not None:
             saver.save(epoch, last_loss, reports, model, opt, sched, scaler, ema, gen)
         if on_epoch is not None:

@@ -232,5 +232,6 @@ def test_a_training_stopped_mid_way_resumes_from_its_checkpoint_to_the_same_weig
     torch.manual_seed(0)
     m = create_model(NET, num_classes=10, in_chans=1)
     seen = []
-    train(m, x, y, other, val=val, report=lambda e, a: seen.append(e) or False, checkpoint=ckpt)
+    # a report that returns None goes on
+    train(m, x, y, other, val=val, report=lambda e, a: seen.append(e), checkpoint=ckpt)
     assert seen == [1, 2, 3]
